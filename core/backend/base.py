@@ -1,0 +1,411 @@
+"""The backend interface: everything a Squall node shares with the other nodes.
+
+A node keeps its own connections and room memberships in :mod:`core.hub`; whatever
+must hold across nodes (room sequence numbers and history, the session registry,
+bans, revoked tokens, refresh families, nonces, lockout and rate-limit windows,
+presence, the offline inbox, commands aimed at another node) goes through a
+:class:`Backend`. Two implementations exist: :mod:`core.backend.memory` (one
+process, the default) and :mod:`core.backend.redis` (any number of nodes).
+
+The backend pushes what arrives for this node into a :class:`BackendListener`
+(centrifuge's broker/handler split). Listener callbacks run on the event loop and
+must not block.
+
+Errors: every method may raise :class:`BackendUnavailable` when the shared store
+cannot be reached. Callers turn that into 503 / err 503 and, for every security
+check (bans, revoked tokens, lockouts, nonces), refuse: the checks fail closed.
+
+All timestamps are Unix milliseconds (``int``) unless a name ends in ``_s``.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+__all__ = [
+    "Admission",
+    "Backend",
+    "BackendListener",
+    "BackendOptions",
+    "BackendUnavailable",
+    "DirectMessage",
+    "Membership",
+    "NodeCommand",
+    "PresenceEvent",
+    "Publication",
+    "Recovery",
+    "RoomPosition",
+    "RotateOutcome",
+    "SessionRecord",
+]
+
+Policy = Literal["kick_oldest", "reject"]
+
+
+class BackendUnavailable(Exception):
+    """The shared store cannot be reached or answered with an error.
+
+    Raised instead of guessing: a caller must never treat it as "not banned",
+    "not revoked" or "allowed".
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class BackendOptions:
+    """Settings a backend needs, taken from the configuration by the composition root."""
+
+    key_prefix: str = "squall:"
+    history_size: int = 100
+    history_ttl_s: int = 3600
+    offline_max_messages: int = 1000
+    offline_ttl_s: int = 604800
+    #: how long a session record or room membership lives without a refresh
+    #: (the composition root sets it to 2 x heartbeat.interval_s)
+    session_ttl_s: float = 50.0
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One room message, as stored in history and delivered to every node.
+
+    ``data`` is the MessagePack encoding of the client's ``data`` value and travels
+    as bytes end to end. ``origin`` is ``"<conn_id>:<request id>"`` of the ``pub``
+    that produced it (``None`` for server API publications) so the publishing
+    node can put the ``ok`` before the ``msg`` on the sender's connection.
+    """
+
+    room: str
+    seq: int
+    epoch: str
+    from_uid: str | None
+    ts: int
+    data: bytes
+    origin: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoomPosition:
+    """The latest ``seq`` of a room (0 when nothing was published) and its epoch."""
+
+    seq: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What :meth:`Backend.recover` found.
+
+    ``publications`` are those with ``since < seq <= position.seq`` still in history,
+    ascending and gap-free. ``recovered`` is True only when they are *all* of them:
+    the client's epoch (if given) matches and history reaches back to ``since + 1``.
+    """
+
+    publications: list[Publication]
+    position: RoomPosition
+    recovered: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceEvent:
+    """A user's first connection joined a room, or its last one left (cluster-wide).
+
+    ``origin`` is the connection id whose join/leave caused it; that connection
+    does not receive the event.
+    """
+
+    room: str
+    uid: str
+    event: Literal["join", "leave"]
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class DirectMessage:
+    """A private message. ``from_uid`` is ``None`` for messages sent by the server API."""
+
+    mid: str
+    to_uid: str
+    from_uid: str | None
+    data: bytes
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """One live connection in the session registry."""
+
+    conn_id: str
+    uid: str
+    node_id: str
+    ip: str
+    connected_at: int
+    jti: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """One connection's membership of one room, kept alive by the heartbeat sweep."""
+
+    room: str
+    uid: str
+    conn_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Result of :meth:`Backend.admit`.
+
+    ``admitted`` False means policy ``reject`` refused the session (nothing was
+    written). ``evicted`` lists the sessions removed from the registry to make room
+    (policy ``kick_oldest``): the caller closes each with 4009.
+    """
+
+    admitted: bool
+    evicted: list[SessionRecord] = field(default_factory=list)
+
+
+class NodeOp(enum.StrEnum):
+    CLOSE_USER = "close_user"  # close every connection of ``uid`` on the node
+    CLOSE_CONN = "close_conn"  # close connection ``conn_id``
+    CLOSE_JTI = "close_jti"  # close every connection authenticated with token ``jti``
+    DELIVER_DM = "deliver_dm"  # write ``dm`` to every connection of ``dm.to_uid``
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCommand:
+    """A command sent to one node's mailbox."""
+
+    op: NodeOp
+    code: int = 1000
+    reason: str = ""
+    uid: str | None = None
+    conn_id: str | None = None
+    jti: str | None = None
+    dm: DirectMessage | None = None
+
+
+class RotateOutcome(enum.Enum):
+    ROTATED = "rotated"  # presented token was the family's live one; now the new one is
+    REUSED = "reused"  # presented token was already spent: the whole family is revoked
+    UNKNOWN = "unknown"  # family revoked, expired or never existed
+
+
+class BackendListener(Protocol):
+    """The node side of the backend: receives what other nodes (or this one) sent."""
+
+    def on_publication(self, pub: Publication) -> None:
+        """A room message for a room this node subscribed to, in ``seq`` order per room."""
+
+    def on_presence(self, event: PresenceEvent) -> None:
+        """A presence event for a room this node subscribed to."""
+
+    def on_command(self, command: NodeCommand) -> None:
+        """A command from this node's mailbox."""
+
+    def on_availability(self, available: bool) -> None:
+        """The shared store became reachable (True) or unreachable (False)."""
+
+
+class Backend(abc.ABC):
+    """The shared state of a Squall cluster. See the module docstring for errors."""
+
+    node_id: str
+    options: BackendOptions
+
+    # -- life cycle ------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def start(self, listener: BackendListener) -> None:
+        """Connect and start delivering to ``listener``. Returns once the node can serve."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Remove this node's sessions and memberships, stop delivery, release connections."""
+
+    @property
+    @abc.abstractmethod
+    def available(self) -> bool:
+        """True while the shared store is reachable (readiness)."""
+
+    # -- rooms -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def subscribe_room(self, room: str) -> None:
+        """Start delivering ``room``'s publications and presence events to this node.
+
+        Guarantee: every publication whose ``publish`` completes after this returns is
+        delivered to the listener. Idempotent.
+        """
+
+    @abc.abstractmethod
+    async def unsubscribe_room(self, room: str) -> None:
+        """Stop delivering ``room`` to this node. Idempotent."""
+
+    @abc.abstractmethod
+    async def publish(
+        self, room: str, data: bytes, from_uid: str | None, ts: int, origin: str | None = None
+    ) -> Publication:
+        """Assign the room's next ``seq``, append to history and deliver to every node.
+
+        Atomic: seq assignment, history append (trimmed to ``history_size``, expiring
+        ``history_ttl_s`` after the last publish) and delivery are one step, so every
+        node sees the same gap-free order. At-most-once delivery per subscribed node.
+        """
+
+    @abc.abstractmethod
+    async def position(self, room: str) -> RoomPosition:
+        """The room's latest seq and epoch (a new epoch is created for an unknown room)."""
+
+    @abc.abstractmethod
+    async def recover(self, room: str, since: int, epoch: str | None) -> Recovery:
+        """Publications after ``since`` still in history; see :class:`Recovery`."""
+
+    # -- presence --------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def presence_join(self, m: Membership, announce: bool) -> bool:
+        """Add a membership; True when it is the user's first in the room cluster-wide.
+
+        Atomic. When True and ``announce``, a ``join`` :class:`PresenceEvent` is
+        delivered to every node subscribed to the room.
+        """
+
+    @abc.abstractmethod
+    async def presence_leave(self, m: Membership, announce: bool) -> bool:
+        """Remove a membership; True when it was the user's last in the room cluster-wide.
+
+        Atomic. When True and ``announce``, a ``leave`` event is delivered.
+        """
+
+    @abc.abstractmethod
+    async def presence_members(self, room: str) -> list[str]:
+        """User ids with a live membership of ``room`` on any node, sorted."""
+
+    # -- session registry ------------------------------------------------------
+
+    @abc.abstractmethod
+    async def admit(self, record: SessionRecord, limit: int, policy: Policy) -> Admission:
+        """Register a session unless the user is at ``limit`` live sessions.
+
+        Atomic (drop expired records, count, add): ``limit`` concurrent admissions of
+        one user never admit more than ``limit`` sessions. At the limit, ``reject``
+        refuses; ``kick_oldest`` removes the oldest records (by ``connected_at``) and
+        returns them in ``evicted``.
+        """
+
+    @abc.abstractmethod
+    async def release(self, record: SessionRecord) -> None:
+        """Remove a session record. Idempotent."""
+
+    @abc.abstractmethod
+    async def sessions_of(self, uid: str) -> list[SessionRecord]:
+        """The user's live sessions on every node, oldest first."""
+
+    @abc.abstractmethod
+    async def refresh(self, sessions: Sequence[SessionRecord], memberships: Sequence[Membership]) -> None:
+        """Extend the expiry of these records by ``session_ttl_s``: one round trip in all."""
+
+    @abc.abstractmethod
+    async def cluster_counts(self) -> dict[str, int]:
+        """Live sessions per node id."""
+
+    @abc.abstractmethod
+    async def send_command(self, node_id: str, command: NodeCommand) -> None:
+        """Put ``command`` in ``node_id``'s mailbox. At-most-once; this node included."""
+
+    async def command_user(self, uid: str, command: NodeCommand) -> int:
+        """Send ``command`` once to every node holding a session of ``uid``; returns nodes."""
+        nodes = {s.node_id for s in await self.sessions_of(uid)}
+        for node in sorted(nodes):
+            await self.send_command(node, command)
+        return len(nodes)
+
+    # -- bans and revoked tokens -----------------------------------------------
+
+    @abc.abstractmethod
+    async def ban(self, uid: str, ttl_s: int | None) -> None:
+        """Ban ``uid`` (key ``auth:{uid}`` = ``banned``), for ``ttl_s`` or until unbanned."""
+
+    @abc.abstractmethod
+    async def unban(self, uid: str) -> None:
+        """Lift a ban. Idempotent."""
+
+    @abc.abstractmethod
+    async def is_banned(self, uid: str) -> bool:
+        """True while ``auth:{uid}`` holds ``banned``. Raises rather than guess."""
+
+    @abc.abstractmethod
+    async def revoke_jti(self, jti: str, until: int) -> None:
+        """Blacklist an access token id until ``until`` (its ``exp``, ms)."""
+
+    @abc.abstractmethod
+    async def is_revoked(self, jti: str) -> bool:
+        """True while ``jti`` is blacklisted. Raises rather than guess."""
+
+    # -- refresh-token families ------------------------------------------------
+
+    @abc.abstractmethod
+    async def family_start(self, family: str, token_id: str, ttl_s: int) -> None:
+        """Create a refresh family whose live token is ``token_id``."""
+
+    @abc.abstractmethod
+    async def family_rotate(
+        self, family: str, presented: str, new_id: str, ttl_s: int
+    ) -> RotateOutcome:
+        """Atomically spend ``presented`` and make ``new_id`` live.
+
+        Two concurrent rotations with the same token: at most one is ROTATED. A spent
+        token revokes the family (REUSED).
+        """
+
+    @abc.abstractmethod
+    async def family_revoke(self, family: str) -> None:
+        """Revoke a family: none of its tokens rotates again. Idempotent."""
+
+    # -- nonces, lockouts, rate limits -----------------------------------------
+
+    @abc.abstractmethod
+    async def claim_nonce(self, nonce: str, ttl_s: int) -> bool:
+        """True the first time ``nonce`` is claimed within ``ttl_s`` cluster-wide (SET NX)."""
+
+    @abc.abstractmethod
+    async def record_auth_failure(
+        self, ip: str, failures: int, window_s: float, block_s: float
+    ) -> float:
+        """Count a failure for ``ip`` in a sliding window of ``window_s``.
+
+        When the count reaches ``failures`` the ip is blocked for ``block_s``.
+        Returns the seconds the ip stays blocked (0.0 when not blocked).
+        """
+
+    @abc.abstractmethod
+    async def lockout_remaining(self, ip: str) -> float:
+        """Seconds ``ip`` stays blocked (0.0 when not blocked)."""
+
+    @abc.abstractmethod
+    async def rate_hit(self, key: str, limit: int, window_s: float) -> float:
+        """Count one event for ``key`` in a sliding window (exact log).
+
+        Returns 0.0 when it is within ``limit`` events per ``window_s`` (and counted),
+        otherwise the seconds until one more would be allowed (and not counted).
+        Cluster-wide and atomic.
+        """
+
+    # -- offline inbox ---------------------------------------------------------
+
+    @abc.abstractmethod
+    async def inbox_put(self, dm: DirectMessage) -> bool:
+        """Store ``dm`` until acked (bounded by ``offline_max_messages``, oldest dropped,
+        expiring ``offline_ttl_s`` after the last put). True when stored."""
+
+    @abc.abstractmethod
+    async def inbox_list(self, uid: str) -> list[DirectMessage]:
+        """Unacked messages of ``uid``, oldest first."""
+
+    @abc.abstractmethod
+    async def inbox_ack(self, uid: str, mids: Sequence[str]) -> int:
+        """Remove acked messages; returns how many were removed."""
