@@ -1,0 +1,128 @@
+"""One client connection as the core sees it, independent of the I/O framework.
+
+The I/O layer (``handlers/``) implements :class:`Transport`; the core writes frames
+through :meth:`Connection.send` and never touches a socket. The slow-consumer
+policy lives here: after every write the outbound buffer is compared with the
+limit and a connection over it is cut with 4011, so a reader that stopped reading
+costs at most ``outbound_buffer_bytes`` plus one frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from core.auth import Claims
+from core.backend.base import Publication, SessionRecord
+from core.outbound import Outbound
+from core.protocol import CloseCode, Encoding, bye, encode
+
+__all__ = ["Connection", "Transport"]
+
+
+class Transport(Protocol):
+    """What the core needs from a WebSocket connection."""
+
+    def send(self, out: Outbound, encoding: Encoding) -> None:
+        """Queue one frame for writing; never blocks, never raises on a closed socket."""
+
+    def buffered(self) -> int:
+        """Bytes queued and not yet accepted by the kernel."""
+
+    def ping(self) -> None:
+        """Queue a WebSocket ping control frame."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a close frame with ``code`` and close the connection."""
+
+
+class Connection:
+    """State of one WebSocket connection on this node.
+
+    ``uid`` is ``None`` until the connection is authenticated. ``joining`` holds, per
+    room whose ``join`` is being answered, the live publications that arrived while
+    history was being fetched, so the member sees history, then ``ok``, then live
+    messages, without gaps or duplicates.
+    """
+
+    __slots__ = (
+        "claims",
+        "closed",
+        "conn_id",
+        "connected_at",
+        "encoding",
+        "ip",
+        "joining",
+        "last_seen",
+        "on_closed",
+        "outbound_limit",
+        "pending_pubs",
+        "record",
+        "rooms",
+        "strikes",
+        "strike_window_end",
+        "transport",
+        "uid",
+    )
+
+    def __init__(
+        self,
+        conn_id: str,
+        ip: str,
+        encoding: Encoding,
+        transport: Transport,
+        outbound_limit: int,
+        now: float,
+        connected_at: int,
+    ) -> None:
+        self.conn_id = conn_id
+        self.ip = ip
+        self.encoding = encoding
+        self.transport = transport
+        self.outbound_limit = outbound_limit
+        self.last_seen = now
+        self.connected_at = connected_at
+        self.uid: str | None = None
+        self.claims: Claims | None = None
+        self.record: SessionRecord | None = None
+        self.rooms: set[str] = set()
+        self.joining: dict[str, list[Publication]] = {}
+        self.pending_pubs: set[int] = set()
+        self.strikes = 0
+        self.strike_window_end = 0.0
+        self.closed = False
+        #: called once with the close code when the core closes the connection
+        self.on_closed: Callable[[int], None] | None = None
+
+    def send(self, out: Outbound) -> bool:
+        """Write ``out``; cut the connection with 4011 when its buffer is over the limit.
+
+        Returns False when the connection is closed (or was just cut).
+        """
+        if self.closed:
+            return False
+        self.transport.send(out, self.encoding)
+        if self.transport.buffered() > self.outbound_limit:
+            self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
+            return False
+        return True
+
+    def send_frame(self, frame: Mapping[str, Any]) -> bool:
+        """Encode and write one frame meant for this connection only."""
+        payload = encode(frame, self.encoding)
+        return self.send(Outbound(lambda _enc: payload))
+
+    def close(self, code: int, reason: str) -> None:
+        """Send ``bye`` then a close frame with the same code. Idempotent."""
+        if self.closed:
+            return
+        if code >= 4000 or code == CloseCode.RESTART:
+            # bye precedes the close frame; a slow consumer cannot read it anyway,
+            # so it is skipped there to keep the buffer bounded.
+            if code != CloseCode.SLOW_CONSUMER:
+                payload = encode(bye(CloseCode(code), reason), self.encoding)
+                self.transport.send(Outbound(lambda _enc: payload), self.encoding)
+        self.closed = True
+        self.transport.close(code, reason)
+        if self.on_closed is not None:
+            self.on_closed(code)

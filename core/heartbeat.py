@@ -1,0 +1,73 @@
+"""One sweeper for the liveness of every connection of a node.
+
+A single periodic callback (driven by the I/O layer, a Tornado ``PeriodicCallback``
+in ``handlers/``) calls :meth:`Sweeper.sweep` every ``heartbeat.interval_s``
+instead of one ping coroutine per connection. Each sweep:
+
+* closes with 4408 every connection that showed no sign of life (no pong, no
+  inbound frame) for ``misses`` intervals;
+* queues a pre-built WebSocket ping frame on every other connection;
+* refreshes the session records and room memberships of the node's connections in
+  the backend in ONE batched call, so they outlive the sweep interval and expire
+  within ``2 x interval_s`` when the node dies.
+
+Guarantee: a silent connection is closed between ``misses x interval`` and
+``(misses + 1) x interval`` after its last sign of life.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from core.backend.base import BackendUnavailable, Membership, SessionRecord
+from core.node import Node
+from core.protocol import CloseCode
+
+__all__ = ["Sweeper"]
+
+log = logging.getLogger("squall.heartbeat")
+
+
+class Sweeper:
+    """Liveness sweep over all connections of ``node``."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        hb = node.settings.heartbeat
+        self.interval_s = hb.interval_s
+        self.timeout_s = hb.interval_s * hb.misses
+        self._refreshing = False
+        self.sweeps = 0
+
+    def sweep(self) -> None:
+        """Ping the live, close the silent, schedule one batched registry refresh."""
+        node = self.node
+        now = node.clock.monotonic()
+        deadline = now - self.timeout_s
+        sessions: list[SessionRecord] = []
+        memberships: list[Membership] = []
+        for conn in node.hub:
+            if conn.closed:
+                continue
+            if conn.last_seen < deadline:
+                conn.close(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
+                continue
+            conn.transport.ping()
+            if conn.record is not None:
+                sessions.append(conn.record)
+                memberships.extend(
+                    Membership(room, conn.record.uid, conn.conn_id) for room in conn.rooms
+                )
+        self.sweeps += 1
+        if sessions and not self._refreshing:
+            self._refreshing = True
+            node.spawn(self._refresh(sessions, memberships))
+
+    async def _refresh(self, sessions: list[SessionRecord], memberships: list[Membership]) -> None:
+        try:
+            await self.node.backend.refresh(sessions, memberships)
+        except BackendUnavailable:
+            self.node.metrics.backend_errors.inc()
+            log.warning("could not refresh %d session records", len(sessions))
+        finally:
+            self._refreshing = False

@@ -1,0 +1,389 @@
+"""The Squall node: handshake decisions, connection life cycle, backend events.
+
+The I/O layer asks the node what to do and writes what it is told; the node keeps
+the business rules. Frame handling lives in :mod:`core.session`.
+
+Guarantees:
+
+* Every security check (lockout, revocation, ban) fails closed: when the backend
+  cannot answer, the handshake is refused with 503 and nothing is skipped.
+* A connection is in the session registry from its admission until :meth:`closed`
+  (or until its record expires when the node dies).
+* Closes initiated by the node are preceded by a ``bye`` frame with the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from core.auth import AuthError, Claims, TokenVerifier
+from core.backend.base import (
+    Backend,
+    BackendUnavailable,
+    Membership,
+    NodeCommand,
+    NodeOp,
+    PresenceEvent,
+    Publication,
+    SessionRecord,
+)
+from core.clock import Clock
+from core.config import Settings
+from core.connection import Connection, Transport
+from core.hub import Hub
+from core.metrics import Metrics
+from core.netaddr import origin_allowed
+from core.outbound import Outbound
+from core.protocol import (
+    CloseCode,
+    Encoding,
+    encode,
+    encode_dm,
+    encode_msg,
+    presence_event,
+    welcome,
+)
+from core.subscriptions import Subscriptions
+
+__all__ = ["Node", "Reject"]
+
+log = logging.getLogger("squall.node")
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A refused handshake: HTTP status before the upgrade, close code after it."""
+
+    status: int
+    close_code: CloseCode
+    error: str
+    message: str
+    retry_after: float | None = None
+
+
+UNAVAILABLE = Reject(503, CloseCode.INTERNAL, "unavailable", "backend unavailable", 5)
+
+
+class Node:
+    """One Squall node. Create it, ``await start()``, hand it to the handlers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        backend: Backend,
+        verifier: TokenVerifier,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.node_id = backend.node_id
+        self.verifier = verifier
+        self.clock = clock
+        self.metrics = metrics
+        self.hub = Hub()
+        self.subs = Subscriptions(backend, self.hub)
+        self.draining = False
+        self.pending_handshakes = 0
+        self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- life cycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.backend.start(self)
+        self.metrics.backend_available.set(1 if self.backend.available else 0)
+
+    async def stop(self) -> None:
+        """Deregister from the backend (after the connections were closed)."""
+        for handle in self._expiry.values():
+            handle.cancel()
+        self._expiry.clear()
+        try:
+            await self.backend.close()
+        except BackendUnavailable:
+            log.warning("backend unavailable while deregistering")
+
+    def spawn(self, coro: asyncio.Future[None] | object) -> None:
+        """Run a coroutine in the background, keeping a reference until it ends."""
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    def now_ms(self) -> int:
+        return int(self.clock.wall() * 1000)
+
+    # -- handshake -------------------------------------------------------------
+
+    def capacity_check(self) -> Reject | None:
+        """503 while draining, at ``max_connections``, or while the backend is down."""
+        if self.draining:
+            return Reject(503, CloseCode.RESTART, "draining", "node is draining", 5)
+        if len(self.hub) + self.pending_handshakes >= self.settings.limits.max_connections:
+            return Reject(503, CloseCode.INTERNAL, "server_full", "too many connections", 5)
+        if not self.backend.available:
+            return UNAVAILABLE
+        return None
+
+    def origin_check(self, origin: str | None, host: str | None) -> Reject | None:
+        if origin_allowed(origin, host, self.settings.security.allowed_origins):
+            return None
+        return Reject(403, CloseCode.FORBIDDEN, "origin_not_allowed", "origin not allowed")
+
+    async def lockout_check(self, ip: str) -> Reject | None:
+        try:
+            remaining = await self.backend.lockout_remaining(ip)
+        except BackendUnavailable:
+            return UNAVAILABLE
+        if remaining > 0:
+            return Reject(
+                429,
+                CloseCode.TOO_MANY_CONNECTIONS,
+                "locked_out",
+                "too many authentication failures",
+                remaining,
+            )
+        return None
+
+    async def authenticate(self, token: str, ip: str) -> Claims | Reject:
+        """Verify ``token`` and check revocation and bans. Counts failures per ip."""
+        try:
+            claims = self.verifier.verify(token, "access")
+        except AuthError as e:
+            return await self._auth_failed(ip, e.reason)
+        try:
+            if await self.backend.is_revoked(claims.jti):
+                return await self._auth_failed(ip, "revoked")
+            if await self.backend.is_banned(claims.sub):
+                self.metrics.auth_failures.labels("banned").inc()
+                return Reject(403, CloseCode.FORBIDDEN, "banned", "user is banned")
+        except BackendUnavailable:
+            self.metrics.backend_errors.inc()
+            return UNAVAILABLE
+        return claims
+
+    async def _auth_failed(self, ip: str, reason: str) -> Reject:
+        self.metrics.auth_failures.labels(reason).inc()
+        lock = self.settings.auth.lockout
+        try:
+            await self.backend.record_auth_failure(ip, lock.failures, lock.window_s, lock.block_s)
+        except BackendUnavailable:
+            self.metrics.backend_errors.inc()
+        return Reject(401, CloseCode.UNAUTHORIZED, "unauthorized", f"invalid token: {reason}")
+
+    def new_connection(self, ip: str, encoding: Encoding, transport: Transport) -> Connection:
+        conn = Connection(
+            conn_id=secrets.token_urlsafe(12),
+            ip=ip,
+            encoding=encoding,
+            transport=transport,
+            outbound_limit=self.settings.limits.outbound_buffer_bytes,
+            now=self.clock.monotonic(),
+            connected_at=self.now_ms(),
+        )
+        conn.on_closed = lambda code: self.metrics.closes.labels(str(code)).inc()
+        return conn
+
+    async def admit(self, conn: Connection, claims: Claims) -> Reject | None:
+        """Register the session under the per-user cap; kick the oldest when told to."""
+        limits = self.settings.limits
+        record = SessionRecord(
+            conn_id=conn.conn_id,
+            uid=claims.sub,
+            node_id=self.node_id,
+            ip=conn.ip,
+            connected_at=conn.connected_at,
+            jti=claims.jti,
+        )
+        policy = "reject" if limits.on_new_login == "reject" else "kick_oldest"
+        try:
+            result = await self.backend.admit(record, limits.max_connections_per_user, policy)
+        except BackendUnavailable:
+            self.metrics.backend_errors.inc()
+            return UNAVAILABLE
+        if not result.admitted:
+            return Reject(
+                429,
+                CloseCode.TOO_MANY_CONNECTIONS,
+                "too_many_connections",
+                "connection limit for this user reached",
+                1,
+            )
+        conn.uid = claims.sub
+        conn.claims = claims
+        conn.record = record
+        for old in result.evicted:
+            cmd = NodeCommand(
+                NodeOp.CLOSE_CONN, int(CloseCode.REPLACED), "replaced by a newer login",
+                conn_id=old.conn_id,
+            )
+            if old.node_id == self.node_id:
+                self.on_command(cmd)
+            else:
+                try:
+                    await self.backend.send_command(old.node_id, cmd)
+                except BackendUnavailable:
+                    self.metrics.backend_errors.inc()
+        return None
+
+    async def release(self, conn: Connection) -> None:
+        """Undo an admission whose upgrade never completed."""
+        if conn.record is not None:
+            try:
+                await self.backend.release(conn.record)
+            except BackendUnavailable:
+                self.metrics.backend_errors.inc()
+            conn.record = None
+
+    # -- open / close ----------------------------------------------------------
+
+    def opened(self, conn: Connection, on_auth_timeout: Callable[[], None]) -> None:
+        """The upgrade completed: greet an authenticated connection or wait for ``auth``."""
+        self.hub.add(conn)
+        self.metrics.connections.set(len(self.hub))
+        if conn.uid is None:
+            handle = asyncio.get_running_loop().call_later(
+                self.settings.auth.timeout_s, on_auth_timeout
+            )
+            self._expiry[conn.conn_id] = handle
+            return
+        self.greet(conn)
+
+    def greet(self, conn: Connection) -> None:
+        """Send ``welcome``, arm the token-expiry timer, redeliver the offline inbox."""
+        assert conn.uid is not None and conn.claims is not None
+        self.hub.bind_user(conn)
+        self.metrics.users.set(self.hub.user_count())
+        self.rearm_expiry(conn)
+        conn.send_frame(
+            welcome(
+                conn.conn_id,
+                conn.uid,
+                self.node_id,
+                self.settings.heartbeat.interval_s,
+                conn.claims.exp * 1000,
+            )
+        )
+        self.metrics.frames_out.labels("welcome").inc()
+        self.spawn(self._deliver_inbox(conn))
+
+    def rearm_expiry(self, conn: Connection) -> None:
+        assert conn.claims is not None
+        old = self._expiry.pop(conn.conn_id, None)
+        if old is not None:
+            old.cancel()
+        delay = conn.claims.exp + self.settings.auth.leeway_s - self.clock.wall()
+        self._expiry[conn.conn_id] = asyncio.get_running_loop().call_later(
+            max(delay, 0.0), self._expire, conn
+        )
+
+    def _expire(self, conn: Connection) -> None:
+        self._expiry.pop(conn.conn_id, None)
+        conn.close(CloseCode.TOKEN_EXPIRED, "token expired")
+
+    async def _deliver_inbox(self, conn: Connection) -> None:
+        assert conn.uid is not None
+        try:
+            pending = await self.backend.inbox_list(conn.uid)
+        except BackendUnavailable:
+            self.metrics.backend_errors.inc()
+            return
+        for dm in pending:
+            conn.send(Outbound(partial(encode_dm, dm, True)))
+        if pending:
+            self.metrics.frames_out.labels("dm").inc(len(pending))
+
+    async def closed(self, conn: Connection) -> None:
+        """The connection is gone: leave its rooms, release its session."""
+        handle = self._expiry.pop(conn.conn_id, None)
+        if handle is not None:
+            handle.cancel()
+        conn.closed = True
+        rooms = self.hub.remove(conn)
+        self.metrics.connections.set(len(self.hub))
+        self.metrics.users.set(self.hub.user_count())
+        self.metrics.rooms.set(self.hub.room_count())
+        if conn.uid is None:
+            return
+        announce = self.settings.rooms.presence_events
+        try:
+            for room in rooms:
+                await self.backend.presence_leave(
+                    Membership(room, conn.uid, conn.conn_id), announce
+                )
+            await self.release(conn)
+        except BackendUnavailable:
+            self.metrics.backend_errors.inc()
+        for room in rooms:
+            await self.subs.sync(room)
+
+    # -- backend listener ------------------------------------------------------
+
+    def on_publication(self, pub: Publication) -> None:
+        start = self.clock.monotonic()
+        if pub.origin is not None:
+            # The publisher's ``ok`` must precede the ``msg`` on its connection.
+            conn_id, _, rid = pub.origin.rpartition(":")
+            origin = self.hub.get(conn_id)
+            if origin is not None and rid.isdigit() and int(rid) in origin.pending_pubs:
+                origin.pending_pubs.discard(int(rid))
+                origin.send_frame({"t": "ok", "id": int(rid), "seq": pub.seq})
+        out = Outbound(lambda enc: encode_msg(pub, enc))
+        sent = self.hub.fanout(pub, out)
+        if sent:
+            self.metrics.frames_out.labels("msg").inc(sent)
+        self.metrics.fanout_seconds.observe(self.clock.monotonic() - start)
+
+    def on_presence(self, event: PresenceEvent) -> None:
+        frame = presence_event(event.room, event.uid, event.event)
+        out = Outbound(partial(encode, frame))
+        n = 0
+        for conn in self.hub.members(event.room):
+            if conn.conn_id != event.origin and conn.send(out):
+                n += 1
+        if n:
+            self.metrics.frames_out.labels("presence").inc(n)
+
+    def on_command(self, command: NodeCommand) -> None:
+        code, reason = command.code, command.reason
+        if command.op is NodeOp.CLOSE_CONN and command.conn_id is not None:
+            conn = self.hub.get(command.conn_id)
+            if conn is not None:
+                conn.close(code, reason)
+        elif command.op is NodeOp.CLOSE_USER and command.uid is not None:
+            for conn in self.hub.of_user(command.uid):
+                conn.close(code, reason)
+        elif command.op is NodeOp.CLOSE_JTI and command.jti is not None:
+            for conn in self.hub:
+                if conn.claims is not None and conn.claims.jti == command.jti:
+                    conn.close(code, reason)
+        elif command.op is NodeOp.DELIVER_DM and command.dm is not None:
+            dm = command.dm
+            out = Outbound(lambda enc: encode_dm(dm, False, enc))
+            n = sum(1 for conn in self.hub.of_user(dm.to_uid) if conn.send(out))
+            if n:
+                self.metrics.frames_out.labels("dm").inc(n)
+
+    def on_availability(self, available: bool) -> None:
+        self.metrics.backend_available.set(1 if available else 0)
+        if available:
+            log.info("backend available")
+        else:
+            log.error("backend unavailable")
+
+    # -- operator actions ------------------------------------------------------
+
+    def close_all(self, code: CloseCode, reason: str) -> None:
+        for conn in self.hub:
+            conn.close(code, reason)
+

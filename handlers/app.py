@@ -1,0 +1,82 @@
+"""Builds the Tornado application: routes, handler dependencies, access log.
+
+Dependencies reach handlers through the URLSpec kwargs (``initialize``), never
+through module globals.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import tornado.web
+from tornado.ioloop import PeriodicCallback
+
+from core.heartbeat import Sweeper
+from core.netaddr import TrustedProxies
+from core.node import Node
+from core.session import Session
+from handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
+from handlers.ws import SquallSocket
+
+__all__ = ["make_app", "start_heartbeat"]
+
+access_log = logging.getLogger("tornado.access")
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    """Access log without the query string: ``?token=`` never reaches a log line."""
+    status = handler.get_status()
+    if status < 400:
+        log_method = access_log.info
+    elif status < 500:
+        log_method = access_log.warning
+    else:
+        log_method = access_log.error
+    req = handler.request
+    log_method(
+        "%d %s %s (%s) %.2fms",
+        status,
+        req.method,
+        req.path,
+        req.remote_ip,
+        1000.0 * req.request_time(),
+    )
+
+
+def make_app(node: Node, extra_routes: list[Any] | None = None) -> tornado.web.Application:
+    """The application serving one node."""
+    session = Session(node)
+    trusted = TrustedProxies(node.settings.server.trusted_proxies)
+    deps = {"node": node}
+    routes: list[Any] = [
+        (r"/ws", SquallSocket, {"node": node, "session": session, "trusted": trusted}),
+        (r"/healthz", HealthHandler, deps),
+        (r"/readyz", ReadyHandler, deps),
+        (r"/metrics", MetricsHandler, deps),
+    ]
+    routes.extend(extra_routes or [])
+    if node.settings.server.static and STATIC_DIR.is_dir():
+        routes.append(
+            (
+                r"/(.*)",
+                tornado.web.StaticFileHandler,
+                {"path": str(STATIC_DIR), "default_filename": "index.html"},
+            )
+        )
+    return tornado.web.Application(
+        routes,
+        log_function=_log_request,
+        websocket_max_message_size=node.settings.limits.max_frame_bytes,
+    )
+
+
+def start_heartbeat(node: Node) -> tuple[Sweeper, PeriodicCallback]:
+    """The node's ONE heartbeat timer: a PeriodicCallback driving the sweeper."""
+    sweeper = Sweeper(node)
+    timer = PeriodicCallback(sweeper.sweep, node.settings.heartbeat.interval_s * 1000)
+    timer.start()
+    return sweeper, timer

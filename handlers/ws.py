@@ -1,0 +1,163 @@
+"""``GET /ws``: the WebSocket endpoint, a thin adapter over :mod:`core.node`.
+
+Handshake order (first refusal wins, each an HTTP answer with PROTOCOL.md's JSON
+body): draining / full / backend down (503), IP lockout (429), Origin (403),
+token (401), revoked (401), banned (403), per-user cap with ``reject`` (429).
+Without a token the upgrade proceeds and the first frame must be ``auth``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tornado.web
+import tornado.websocket
+
+from core.connection import Connection
+from core.netaddr import TrustedProxies, client_ip
+from core.node import Node, Reject
+from core.protocol import CloseCode, Encoding, select_encoding
+from core.session import Session
+from handlers.base import SafeRequestMixin, write_json_error
+from handlers.transport import TornadoTransport
+
+__all__ = ["AuthMixin", "SquallSocket"]
+
+
+class AuthMixin(tornado.web.RequestHandler):
+    """Finds the access token of a request and the client's address."""
+
+    trusted: TrustedProxies
+
+    def bearer_token(self) -> str | None:
+        """Token from ``Authorization: Bearer`` first, then ``?token=``."""
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        token = self.get_query_argument("token", None)
+        return token or None
+
+    def client_address(self) -> str:
+        peer = self.request.remote_ip or "unknown"
+        return client_ip(peer, self.request.headers.get("X-Forwarded-For"), self.trusted)
+
+
+class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandler):
+    """One client connection."""
+
+    def initialize(self, node: Node, session: Session, trusted: TrustedProxies) -> None:
+        self.node = node
+        self.session = session
+        self.trusted = trusted
+        self.conn: Connection | None = None
+        self.transport = TornadoTransport(self)
+        self._started = node.clock.monotonic()
+        self._encoding = Encoding.MSGPACK
+        self._opened = False
+        self._counted = False
+
+    # -- handshake -------------------------------------------------------------
+
+    def _refuse(self, reject: Reject) -> None:
+        self.node.metrics.handshakes.labels(str(reject.status)).inc()
+        write_json_error(self, reject.status, reject.error, reject.message, reject.retry_after)
+
+    async def prepare(self) -> None:
+        node = self.node
+        reject = node.capacity_check()
+        if reject is not None:
+            return self._refuse(reject)
+        node.pending_handshakes += 1
+        self._counted = True
+        ip = self.client_address()
+        reject = await node.lockout_check(ip)
+        if reject is None:
+            reject = node.origin_check(
+                self.request.headers.get("Origin"), self.request.headers.get("Host")
+            )
+        if reject is not None:
+            return self._refuse(reject)
+        self.conn = node.new_connection(ip, self._encoding, self.transport)
+        token = self.bearer_token()
+        if token is None:
+            return  # first-frame authentication
+        result = await node.authenticate(token, ip)
+        if isinstance(result, Reject):
+            return self._refuse(result)
+        reject = await node.admit(self.conn, result)
+        if reject is not None:
+            return self._refuse(reject)
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().get(*args, **kwargs)
+        finally:
+            self._uncount()
+            if not self._opened and self.conn is not None:
+                await self.node.release(self.conn)
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.node.pending_handshakes -= 1
+
+    def on_finish(self) -> None:
+        self._uncount()
+
+    def check_origin(self, origin: str) -> bool:
+        return True  # checked in prepare(), to answer with the JSON error body
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        chosen = select_encoding(subprotocols)
+        self._encoding = chosen or Encoding.MSGPACK
+        if self.conn is not None:
+            self.conn.encoding = self._encoding
+        return chosen.value if chosen is not None else None
+
+    def get_compression_options(self) -> dict[str, Any] | None:
+        return {} if self.node.settings.server.websocket_compression else None
+
+    @property
+    def max_message_size(self) -> int:
+        return self.node.settings.limits.max_frame_bytes
+
+    # -- connection ------------------------------------------------------------
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        conn = self.conn
+        assert conn is not None
+        self._opened = True
+        self._uncount()
+        self.transport.attach()
+        self.set_nodelay(True)
+        conn.encoding = self._encoding
+        self.node.opened(conn, self._auth_timeout)
+        if conn.uid is not None:
+            self.node.metrics.handshakes.labels("101").inc()
+            self.node.metrics.handshake_seconds.observe(
+                self.node.clock.monotonic() - self._started
+            )
+
+    def _auth_timeout(self) -> None:
+        conn = self.conn
+        if conn is not None and conn.uid is None:
+            conn.close(CloseCode.AUTH_TIMEOUT, "authentication timeout")
+
+    async def on_message(self, message: str | bytes) -> None:
+        conn = self.conn
+        if conn is not None:
+            await self.session.handle(conn, message)
+
+    def on_pong(self, data: bytes) -> None:
+        if self.conn is not None:
+            self.conn.last_seen = self.node.clock.monotonic()
+
+    def on_ping(self, data: bytes) -> None:
+        if self.conn is not None:
+            self.conn.last_seen = self.node.clock.monotonic()
+
+    def on_close(self) -> None:
+        conn = self.conn
+        if conn is not None and self._opened:
+            self.node.spawn(self.node.closed(conn))

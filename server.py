@@ -1,0 +1,201 @@
+"""Squall's composition root: read the configuration, build every object, serve.
+
+    python server.py [--config PATH] [--port N] [--workers N] [--node-id ID]
+    python server.py hash-password
+    python server.py check-config [--config PATH]
+    python server.py issue-token --sub UID [--ttl S] [--role R] [--rooms P ...]
+
+This is the only module that names concrete classes (MemoryBackend, RedisBackend).
+SIGTERM / SIGINT: stop accepting, close every connection with 1012 spread over
+``server.drain_s``, deregister from the backend, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+from collections.abc import Mapping
+
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from core.auth import JwtSettings, TokenIssuer, TokenVerifier
+from core.backend.base import Backend, BackendOptions
+from core.backend.memory import MemoryBackend
+from core.cli import cli_overrides, parse_args, run_check_config, run_hash_password
+from core.clock import Clock, SystemClock
+from core.config import ConfigError, Settings, load
+from core.logs import configure as configure_logging
+from core.metrics import Metrics
+from core.node import Node
+from core.protocol import CloseCode
+from handlers.app import make_app, start_heartbeat
+
+log = logging.getLogger("squall.server")
+
+
+def default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def build_backend(settings: Settings, node_id: str, clock: Clock) -> Backend:
+    """MemoryBackend without a URL, RedisBackend with one."""
+    options = BackendOptions(
+        key_prefix=settings.backend.key_prefix,
+        history_size=settings.rooms.history_size,
+        history_ttl_s=settings.rooms.history_ttl_s,
+        offline_max_messages=settings.offline.max_messages,
+        offline_ttl_s=settings.offline.ttl_s,
+        session_ttl_s=2 * settings.heartbeat.interval_s,
+    )
+    if settings.backend.url is None:
+        return MemoryBackend(node_id, options, clock)
+    from core.backend.redis import RedisBackend
+
+    b = settings.backend
+    return RedisBackend(
+        node_id,
+        options,
+        clock,
+        b.url,
+        ssl_ca_file=b.ssl_ca_file,
+        ssl_cert_file=b.ssl_cert_file,
+        ssl_key_file=b.ssl_key_file,
+        ssl_cert_reqs=b.ssl_cert_reqs,
+    )
+
+
+def build_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """TLS 1.2+ for wss://; with ``client_ca_file`` a client certificate is required."""
+    tls = settings.server.tls
+    if tls.cert_file is None or tls.key_file is None:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.client_ca_file is not None:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(tls.client_ca_file)
+    return ctx
+
+
+async def drain(node: Node, drain_s: float) -> None:
+    """Close every connection with 1012, spread over half of ``drain_s``, then wait."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + drain_s
+    conns = list(node.hub)
+    spread = drain_s / 2
+    step = spread / len(conns) if conns else 0.0
+    for i, conn in enumerate(conns):
+        conn.close(CloseCode.RESTART, "service restart")
+        # Spread the closes so clients do not all reconnect at the same instant.
+        if step >= 0.001 and i % 10 == 9:
+            await asyncio.sleep(step * 10)
+    while len(node.hub) and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+
+
+async def serve(settings: Settings, node_id: str, sockets: list[socket.socket]) -> int:
+    """Run one node on ``sockets`` until SIGTERM/SIGINT, then drain. Returns the exit code."""
+    clock = SystemClock()
+    backend = build_backend(settings, node_id, clock)
+    verifier = TokenVerifier(JwtSettings.from_auth_config(settings.auth), clock)
+    node = Node(settings, backend, verifier, clock, Metrics())
+    await node.start()
+    app = make_app(node)
+    server = HTTPServer(app, ssl_options=build_ssl_context(settings))
+    server.add_sockets(sockets)
+    _sweeper, timer = start_heartbeat(node)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    host, port = settings.server.host, sockets[0].getsockname()[1]
+    log.info("squall node %s listening on %s:%d", node_id, host, port)
+    await stop.wait()
+    log.info("draining %d connections over %.1fs", len(node.hub), settings.server.drain_s)
+    node.draining = True
+    node.metrics.draining.set(1)
+    server.stop()
+    await drain(node, settings.server.drain_s)
+    timer.stop()
+    await node.stop()
+    await server.close_all_connections()
+    log.info("node %s stopped", node_id)
+    return 0
+
+
+def run_node(settings: Settings, node_id: str, reuse_port: bool) -> int:
+    configure_logging(settings.log.level, settings.log.format, node_id)
+    sockets = bind_sockets(settings.server.port, settings.server.host, reuse_port=reuse_port)
+    return asyncio.run(serve(settings, node_id, sockets))
+
+
+def run_workers(settings: Settings, base_id: str | None) -> int:
+    """Fork ``server.workers`` processes sharing the port with SO_REUSEPORT."""
+    children: dict[int, int] = {}
+    for i in range(settings.server.workers):
+        pid = os.fork()
+        if pid == 0:
+            node_id = f"{base_id}-w{i}" if base_id else default_node_id()
+            try:
+                code = run_node(settings, node_id, reuse_port=True)
+            finally:
+                logging.shutdown()
+            os._exit(code)
+        children[pid] = i
+
+    def forward(signum: int, _frame: object) -> None:
+        for pid in children:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    worst = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        children.pop(pid, None)
+        worst = max(worst, os.waitstatus_to_exitcode(status) if status else 0)
+    return worst
+
+
+def issue_token(settings: Settings, sub: str, ttl: int | None, role: str | None,
+                rooms: list[str] | None) -> str:
+    issuer = TokenIssuer(JwtSettings.from_auth_config(settings.auth), SystemClock())
+    token, _claims = issuer.issue_access(sub, rooms=rooms, role=role, ttl_s=ttl)
+    return token
+
+
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    env = os.environ if environ is None else environ
+    if args.command == "hash-password":
+        return run_hash_password(sys.stdin, sys.stdout, sys.stderr)
+    if args.command == "check-config":
+        return run_check_config(args, env, sys.stdout, sys.stderr)
+    try:
+        settings = load(args.config, env, cli_overrides(args))
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    if args.command == "issue-token":
+        print(issue_token(settings, args.sub, args.ttl, args.role, args.rooms))
+        return 0
+    if settings.server.workers > 1:
+        return run_workers(settings, settings.server.node_id)
+    return run_node(settings, settings.server.node_id or default_node_id(), reuse_port=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

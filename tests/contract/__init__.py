@@ -1,0 +1,1 @@
+"""The Backend contract suite, run against every backend kind."""

@@ -1,0 +1,212 @@
+"""Handshake statuses, first-frame authentication and every token that must be refused."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from tests.conftest import NodeFactory
+from tests.harness import connect, eventually, refused, token
+from tests.tokens import (
+    SECRET,
+    good_claims,
+    make_token,
+    rsa_keypair,
+    tamper_payload,
+    unsigned_none_token,
+)
+
+
+def _claims(**over: Any) -> dict[str, Any]:
+    c = good_claims("alice")
+    for k, v in over.items():
+        if v is None:
+            c.pop(k, None)
+        else:
+            c[k] = v
+    return c
+
+
+def bad_tokens(public_pem: str) -> dict[str, str]:
+    now = int(time.time())
+    return {
+        "alg_none": unsigned_none_token(_claims()),
+        "hs256_with_rsa_public_pem": make_token(_claims(), secret=public_pem),
+        "alg_outside_allowlist": make_token(_claims(), alg="HS512", secret=SECRET + "z" * 24),
+        "tampered_payload": tamper_payload(make_token(_claims()), sub="admin"),
+        "expired_past_leeway": make_token(_claims(exp=now - 30)),
+        "missing_exp": make_token(_claims(exp=None)),
+        "missing_jti": make_token(_claims(jti=None)),
+        "missing_sub": make_token(_claims(sub=None)),
+        "nbf_in_future": make_token(_claims(nbf=now + 120)),
+        "wrong_aud": make_token(_claims(aud="someone-else")),
+        "wrong_iss": make_token(_claims(iss="https://evil.example")),
+        "garbage": "not.a.jwt",
+    }
+
+
+@pytest.mark.gen_test(timeout=30)
+@pytest.mark.parametrize("via", ["header", "query"])
+async def test_each_bad_token_is_refused_401(nodes: NodeFactory, via: str) -> None:
+    _priv, pub = rsa_keypair()
+    node = await nodes(
+        {
+            "auth.audience": "squall-tests",
+            "auth.issuer": "https://issuer.example",
+            "auth.lockout.failures": 1000,
+        }
+    )
+    for name, tok in bad_tokens(pub).items():
+        e = await refused(node, tok, via=via)
+        assert e.status == 401, name
+        assert e.body["error"] == "unauthorized", name
+    good = make_token(_claims(aud="squall-tests", iss="https://issuer.example"))
+    c = await connect(node, good, via=via)
+    assert (await c.request({"t": "ping"}))["t"] == "pong"
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_exp_inside_leeway_is_accepted(nodes: NodeFactory) -> None:
+    node = await nodes({"auth.leeway_s": 30})
+    tok = make_token(_claims(exp=int(time.time()) - 10))
+    c = await connect(node, tok, welcome=False)
+    # accepted, then closed as expired only once the leeway runs out (20 s away)
+    assert (await c.expect("welcome"))["uid"] == "alice"
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_banned_user_403_and_origin_403(nodes: NodeFactory) -> None:
+    node = await nodes({"security.allowed_origins": ["https://app.example.com"]})
+    await node.backend.ban("mallory", None)
+    e = await refused(node, token("mallory"))
+    assert e.status == 403 and e.body["error"] == "banned"
+    # an operator can write the documented key directly
+    await node.backend.set_key("auth:eve", "banned", None)  # type: ignore[attr-defined]
+    assert (await refused(node, token("eve"))).status == 403
+    for origin in ("https://app.example.com.evil.example", "https://evil.example", "null"):
+        e = await refused(node, token("alice"), headers={"Origin": origin})
+        assert e.status == 403 and e.body["error"] == "origin_not_allowed", origin
+    ok = await connect(node, token("alice"), headers={"Origin": "https://app.example.com"})
+    ok.close()
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_same_host_origin_rule(nodes: NodeFactory) -> None:
+    node = await nodes()
+    host = f"127.0.0.1:{node.port}"
+    c = await connect(node, token("alice"), headers={"Origin": f"http://{host}"})
+    c.close()
+    e = await refused(node, token("alice"), headers={"Origin": "http://other.example"})
+    assert e.status == 403
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_lockout_429_after_failures_then_other_ips_unaffected(nodes: NodeFactory) -> None:
+    node = await nodes({"auth.lockout.failures": 3, "auth.lockout.block_s": 60})
+    for _ in range(3):
+        assert (await refused(node, "garbage")).status == 401
+    e = await refused(node, token("alice"))  # even a valid token
+    assert e.status == 429 and e.body["error"] == "locked_out"
+    assert int(e.headers["Retry-After"]) > 0
+    assert await node.backend.lockout_remaining("10.9.9.9") == 0
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_per_user_limit_reject_429(nodes: NodeFactory) -> None:
+    node = await nodes({"limits.max_connections_per_user": 2, "limits.on_new_login": "reject"})
+    a = await connect(node, token("alice"))
+    b = await connect(node, token("alice"))
+    e = await refused(node, token("alice"))
+    assert e.status == 429 and e.body["error"] == "too_many_connections"
+    other = await connect(node, token("bob"))  # other users unaffected
+    a.close()
+    await a.closed()
+    # the slot is free again once the first connection is gone
+    c = await _retry_connect(node, token("alice"))
+    for x in (b, c, other):
+        x.close()
+
+
+async def _retry_connect(node: Any, tok: str) -> Any:
+    # the session is released just after the close completes
+    await eventually(lambda: len(node.node.hub) == 2)
+    return await connect(node, tok)
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_kick_oldest_4009(nodes: NodeFactory) -> None:
+    node = await nodes({"limits.max_connections_per_user": 2})
+    first = await connect(node, token("alice"))
+    second = await connect(node, token("alice"))
+    third = await connect(node, token("alice"))
+    bye = await first.expect("bye")
+    assert bye["code"] == 4009
+    assert await first.closed() == 4009
+    for c in (second, third):
+        assert (await c.request({"t": "ping"}))["t"] == "pong"
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_max_connections_503_with_retry_after(nodes: NodeFactory) -> None:
+    node = await nodes({"limits.max_connections": 2})
+    a = await connect(node, token("a"))
+    b = await connect(node, token("b"))
+    e = await refused(node, token("c"))
+    assert e.status == 503 and "Retry-After" in e.headers
+    node.node.draining = True
+    a.close()
+    await a.closed()
+    e = await refused(node, token("c"))
+    assert e.status == 503 and e.body["error"] == "draining"
+    b.close()
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_first_frame_auth(nodes: NodeFactory) -> None:
+    node = await nodes({"limits.max_connections_per_user": 1, "limits.on_new_login": "reject"})
+    c = await connect(node, None)
+    c.send({"t": "auth", "token": token("alice")})
+    w = await c.expect("welcome")
+    assert w["uid"] == "alice"
+    # same failures after a first-frame auth: 4001, 4003, 4029
+    bad = await connect(node, None)
+    bad.send({"t": "auth", "token": "garbage"})
+    assert (await bad.expect("bye"))["code"] == 4001
+    assert await bad.closed() == 4001
+    await node.backend.ban("mallory", None)
+    banned = await connect(node, None)
+    banned.send({"t": "auth", "token": token("mallory")})
+    assert await banned.closed() == 4003
+    limited = await connect(node, None)
+    limited.send({"t": "auth", "token": token("alice")})
+    assert await limited.closed() == 4029
+    other = await connect(node, None)
+    other.send({"t": "ping", "id": 1})  # anything but auth first
+    assert await other.closed() == 4001
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_auth_timeout_4004(nodes: NodeFactory) -> None:
+    node = await nodes({"auth.timeout_s": 0.3})
+    c = await connect(node, None)
+    assert (await c.expect("bye"))["code"] == 4004
+    assert await c.closed() == 4004
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_token_expiry_4002_unless_refreshed(nodes: NodeFactory) -> None:
+    node = await nodes({"auth.leeway_s": 0})
+    short = make_token(good_claims("alice", ttl=1))
+    c = await connect(node, short)
+    assert (await c.expect("bye", timeout=5))["code"] == 4002
+    assert await c.closed() == 4002
+    # refreshed in time: survives past the first token's expiry
+    d = await connect(node, make_token(good_claims("bob", ttl=1)))
+    ok = await d.request({"t": "refresh", "token": token("bob", ttl=60)})
+    assert ok["t"] == "ok"
+    # absence of a close cannot be awaited: wait past the old expiry, then check
+    await asyncio.sleep(1.6)
+    assert (await d.request({"t": "ping"}))["t"] == "pong"
