@@ -35,6 +35,7 @@ import msgpack
 from core.backend.base import DirectMessage, Publication
 
 __all__ = [
+    "MAX_DATA_DEPTH",
     "MAX_EPOCH_CHARS",
     "MAX_MID_CHARS",
     "MAX_ROOM_BYTES",
@@ -84,6 +85,9 @@ MAX_UID_BYTES: Final = 256
 MAX_MID_CHARS: Final = 128
 #: ``epoch`` in ``join``: 1 to 128 characters (the server issues them, they are short).
 MAX_EPOCH_CHARS: Final = 128
+#: ``data`` values nest at most this many arrays/maps deep, so that converting them
+#: to JSON stays far inside Python's recursion limit (1000 frames).
+MAX_DATA_DEPTH: Final = 100
 
 _UINT_LIMIT: Final = 2**64
 # Unicode category Cc: C0 controls, DEL and C1 controls.
@@ -510,14 +514,37 @@ def pack_data(value: Any) -> bytes:
     """The MessagePack encoding (bin type on) of a decoded ``data`` value.
 
     Accepts what the msgpack or JSON decoders produce. Raises ``ValueError`` when the
-    value has no MessagePack form: an int outside [-2**63, 2**64), a str with lone
-    surrogates, nesting deeper than 511 levels, or an object of another type.
+    value nests deeper than :data:`MAX_DATA_DEPTH` or has no MessagePack form (an int
+    outside [-2**63, 2**64), a str with lone surrogates, another type). Every packed
+    value it returns converts with :func:`msgpack_to_json_value`.
     """
+    if _deeper_than(value, MAX_DATA_DEPTH):
+        raise ValueError(f"data nests deeper than {MAX_DATA_DEPTH} levels")
     try:
         packed: bytes = msgpack.packb(value, use_bin_type=True)
     except (TypeError, ValueError, OverflowError, RecursionError) as e:
         raise ValueError(f"data has no MessagePack encoding: {e}") from e
     return packed
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` has more than ``limit`` nested arrays/maps; breadth-first, so
+    it needs no recursion and visits each node once."""
+    level = [value]
+    for _ in range(limit + 1):  # pass n looks at the items inside n arrays/maps
+        inner: list[Any] = []
+        found = False
+        for item in level:
+            if isinstance(item, dict):
+                found = True
+                inner.extend(item.values())  # keys are never containers after decoding
+            elif isinstance(item, list) or type(item) is tuple:  # not ExtType
+                found = True
+                inner.extend(item)
+        if not found:
+            return False
+        level = inner
+    return True
 
 
 def data_from_json(value: Any) -> bytes:
@@ -526,7 +553,8 @@ def data_from_json(value: Any) -> bytes:
 
 
 def msgpack_to_json_value(data: bytes) -> Any:
-    """The JSON form of a packed ``data`` value (docs/protocol.md, "JSON mapping").
+    """The JSON form of a ``data`` value packed by :func:`pack_data` (docs/protocol.md,
+    "JSON mapping").
 
     bin -> ``{"$bin": base64}``; timestamp ext -> int Unix ms (floored); other ext ->
     ``{"$ext": code, "$bin": base64}``; NaN/Infinity -> ``null``; a map key that is
@@ -542,7 +570,7 @@ def _b64(data: bytes) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    # Recursion is bounded: data is packed by pack_data (at most 511 levels deep).
+    # Recursion is bounded: data went through pack_data (MAX_DATA_DEPTH levels).
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int):

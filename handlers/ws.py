@@ -12,6 +12,7 @@ from typing import Any
 
 import tornado.web
 import tornado.websocket
+from tornado.websocket import WebSocketProtocol, _WebSocketParams
 
 from core.connection import Connection
 from core.netaddr import TrustedProxies, client_ip
@@ -19,6 +20,7 @@ from core.node import Node, Reject
 from core.protocol import CloseCode, Encoding, select_encoding
 from core.session import Session
 from handlers.base import SafeRequestMixin, write_json_error
+from handlers.strict_protocol import StrictProtocol13
 from handlers.transport import TornadoTransport
 
 __all__ = ["AuthMixin", "SquallSocket"]
@@ -117,6 +119,17 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
 
     def get_compression_options(self) -> dict[str, Any] | None:
         return {} if self.node.settings.server.websocket_compression else None
+
+    def get_websocket_protocol(self) -> WebSocketProtocol | None:
+        if self.request.headers.get("Sec-WebSocket-Version") != "13":
+            return None
+        params = _WebSocketParams(
+            ping_interval=None,  # the node's single sweeper pings; no per-connection timer
+            ping_timeout=None,
+            max_message_size=self.max_message_size,
+            compression_options=self.get_compression_options(),
+        )
+        return StrictProtocol13(self, False, params)
 
     @property
     def max_message_size(self) -> int:

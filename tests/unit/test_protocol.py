@@ -175,7 +175,6 @@ INVALID: list[tuple[dict[str, Any], str, int | None]] = [
     ({"t": "ping"}, "missing field: id", None),
     ({"t": "ping", "id": True}, "invalid field: id", None),
     ({"t": "ping", "id": -1}, "invalid field: id", None),
-    ({"t": "ping", "id": 2**64}, "invalid field: id", None),
     ({"t": "ping", "id": 1.0}, "invalid field: id", None),
     ({"t": "ping", "id": "1"}, "invalid field: id", None),
     ({"t": "ping", "id": None}, "invalid field: id", None),
@@ -199,7 +198,6 @@ INVALID: list[tuple[dict[str, Any], str, int | None]] = [
     ({"t": "join", "id": 1, "room": "r", "since": True}, "invalid field: since", 1),
     ({"t": "join", "id": 1, "room": "r", "since": 1.5}, "invalid field: since", 1),
     ({"t": "join", "id": 1, "room": "r", "since": "3"}, "invalid field: since", 1),
-    ({"t": "join", "id": 1, "room": "r", "since": 2**64}, "invalid field: since", 1),
     ({"t": "join", "id": 1, "room": "r", "epoch": 5}, "invalid field: epoch", 1),
     ({"t": "join", "id": 1, "room": "r", "epoch": ""}, "invalid field: epoch", 1),
     ({"t": "join", "id": 1, "room": "r", "epoch": "e" * 129}, "invalid field: epoch", 1),
@@ -232,6 +230,21 @@ def test_invalid_requests_are_err_400(
     assert (e.reason, e.request_id, e.retry_after) == (reason, request_id, None)
 
 
+@pytest.mark.parametrize(
+    ("obj", "reason", "request_id"),
+    [
+        ({"t": "ping", "id": 2**64}, "invalid field: id", None),
+        ({"t": "join", "id": 1, "room": "r", "since": 2**64}, "invalid field: since", 1),
+    ],
+)
+def test_json_numbers_beyond_uint64_are_err_400(
+    obj: dict[str, Any], reason: str, request_id: int | None
+) -> None:
+    # msgpack cannot even express these; a float id is the msgpack counterpart
+    e = request_error(json.dumps(obj), JS)
+    assert (e.reason, e.request_id) == (reason, request_id)
+
+
 def test_non_string_top_level_key_is_err_400_with_id() -> None:
     e = request_error(packb({"t": "ping", "id": 4, 1: 2}), MP)
     assert (e.reason, e.request_id) == ("non-string key", 4)
@@ -248,7 +261,10 @@ def test_non_string_top_level_key_is_err_400_with_id() -> None:
         ('{"t":"pub","id":1,"room":"r","data":"\\ud800"}', "invalid field: data"),
         ('{"t":"pub","id":1,"room":"r","data":18446744073709551616}', "invalid field: data"),
         ('{"t":"pub","id":1,"room":"r","data":-9223372036854775809}', "invalid field: data"),
-        ('{"t":"pub","id":1,"room":"r","data":' + "[" * 600 + "]" * 600 + "}", "invalid field: data"),
+        (
+            '{"t":"pub","id":1,"room":"r","data":' + "[" * 600 + "]" * 600 + "}",
+            "invalid field: data",
+        ),
         ('{"t":"ack","mid":["\\ud800"]}', "invalid field: mid"),
         ('{"t":"join","id":1,"room":"r","epoch":"\\ud800"}', "invalid field: epoch"),
     ],
@@ -257,8 +273,28 @@ def test_json_values_without_a_msgpack_form_are_err_400(text: str, reason: str) 
     assert request_error(text, JS).reason == reason
 
 
-def test_msgpack_data_nested_past_the_pack_limit_is_err_400() -> None:
-    data = b"\x91" * 1000 + b"\xc0"  # decodable (< 1024 levels), not repackable (> 511)
+def _nested(depth: int) -> Any:
+    value: Any = None
+    for i in range(depth):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+@BOTH
+def test_data_nesting_limit_is_max_data_depth(encoding: Encoding) -> None:
+    frame = decode(
+        wire({"t": "pub", "id": 1, "room": "r", "data": _nested(100)}, encoding), encoding
+    )
+    assert isinstance(frame, PubFrame)
+    assert msgpack.unpackb(frame.data) == _nested(100)
+    e = request_error(
+        wire({"t": "pub", "id": 2, "room": "r", "data": _nested(101)}, encoding), encoding
+    )
+    assert (e.reason, e.request_id) == ("invalid field: data", 2)
+
+
+def test_msgpack_data_nested_1000_deep_is_err_400() -> None:
+    data = b"\x91" * 1000 + b"\xc0"  # decodable: the C unpacker stops at 1024 levels
     message = b"\x84" + packb("t") + packb("pub") + packb("id") + b"\x09"
     message += packb("room") + packb("r") + packb("data") + data
     e = request_error(message, MP)
@@ -306,17 +342,15 @@ HOSTILE_MSGPACK: dict[str, bytes] = {
     "huge array inside a map": b"\x81\xa4data\xdd\xff\xff\xff\xff",
     "100k nested arrays": b"\x81\xa4data" + b"\x91" * 100_000 + b"\xc0",
     "100k nested maps": b"\x81\xa1a" * 100_000 + b"\xc0",
-    "invalid utf-8 value": b"\x82\xa1t\xa4ping\xa2id\x01"[:-8] + b"\xa1t\xa2\xff\xfe",
+    "invalid utf-8 value": b"\x82\xa1t\xa2\xff\xfe\xa2id\x01",
     "invalid utf-8 key": b"\x81\xa2\xc3\x28\x01",
-    "invalid utf-8 in data": packb({"t": "pub", "id": 1, "room": "r"})[:-0] + b"",
+    "invalid utf-8 in data": b"\x84"
+    + b"".join(packb(x) for x in ["t", "pub", "id", 1, "room", "r", "data"])
+    + b"\xa2\xc3\x28",
     "map used as a key": b"\x81\x81\xc0\xc0\xc0",
     "array used as a key": b"\x81\x91\xc0\xc0",
     "bad timestamp length": b"\x81\xa1a\xd5\xff\x00\x00",
 }
-# a map of 4 entries whose data holds an invalid UTF-8 string
-HOSTILE_MSGPACK["invalid utf-8 in data"] = b"\x84" + b"".join(
-    packb(x) for x in ["t", "pub", "id", 1, "room", "r", "data"]
-) + b"\xa2\xc3\x28"
 
 HOSTILE_JSON: dict[str, str] = {
     "empty": "",
@@ -363,7 +397,8 @@ def _colliding_timestamps(n: int) -> list[Timestamp]:
         if seconds < 2**61 - 1:  # an int below the hash modulus hashes to itself
             found.append(Timestamp(seconds, ns))
         ns += 1
-    assert len({hash(t) for t in found}) == 1 and len(set(found)) == n
+    # distinct by construction (ns grows); a set() of them would itself be quadratic
+    assert len({hash(t) for t in found}) == 1
     return found
 
 
@@ -382,9 +417,8 @@ def test_fuzzed_frames_raise_only_documented_errors() -> None:
     start = time.perf_counter()
     for _ in range(4000):
         encoding = rng.choice([MP, JS])
-        raw = bytearray(wire(rng.choice(seeds), encoding).encode() if encoding is JS else b"")
-        if encoding is MP:
-            raw = bytearray(wire(rng.choice(seeds), MP))  # type: ignore[arg-type]
+        seed = wire(rng.choice(seeds), encoding)
+        raw = bytearray(seed.encode() if isinstance(seed, str) else seed)
         for _ in range(rng.randint(1, 4)):
             op = rng.randrange(4)
             if op == 0 and raw:
@@ -401,9 +435,11 @@ def test_fuzzed_frames_raise_only_documented_errors() -> None:
         try:
             decode(message, encoding)
             outcomes["frame"] += 1
-        except RequestError:
+        except RequestError as e:
+            assert e.code is ErrCode.BAD_REQUEST
             outcomes["request"] += 1
-        except ProtocolError:
+        except ProtocolError as e:
+            assert e.close_code is CloseCode.BAD_REQUEST
             outcomes["protocol"] += 1
     assert time.perf_counter() - start < 10
     assert all(outcomes.values()), outcomes  # the mutations reached all three outcomes
@@ -428,7 +464,10 @@ def test_fuzzed_frames_raise_only_documented_errors() -> None:
         (Timestamp(1_700_000_000, 123_456_789), 1_700_000_000_123),
         (Timestamp(-1, 999_999_999), -1),  # floored, like every ms timestamp
         ([1, [b"x"]], [1, [{"$bin": "eA=="}]]),
-        ({1: "a", True: "b", None: "c", 1.5: "d"}, {"1": "a", "true": "b", "null": "c", "1.5": "d"}),
+        (
+            {2: "a", True: "b", None: "c", 1.5: "d"},
+            {"2": "a", "true": "b", "null": "c", "1.5": "d"},
+        ),
         ({b"k": 1}, {'{"$bin":"aw=="}': 1}),
         ({"a": {"b": [None, {"c": 2**64 - 1}]}}, {"a": {"b": [None, {"c": 2**64 - 1}]}}),
     ],
@@ -439,10 +478,7 @@ def test_msgpack_to_json_value(value: Any, expected: Any) -> None:
 
 
 def test_pack_data_refuses_values_without_a_msgpack_form() -> None:
-    deep: Any = []
-    for _ in range(600):
-        deep = [deep]
-    for bad in [object(), 2**64, -(2**63) - 1, "\ud800", deep, {1, 2}]:
+    for bad in [object(), 2**64, -(2**63) - 1, "\ud800", _nested(101), (_nested(100),), {1, 2}]:
         with pytest.raises(ValueError):
             pack_data(bad)
     assert data_from_json({"a": [1, None]}) == packb({"a": [1, None]})
@@ -499,7 +535,14 @@ def test_encode_msg_keeps_ext_and_timestamp_data_intact() -> None:
 SERVER_FRAMES: list[tuple[dict[str, Any], dict[str, Any]]] = [
     (
         welcome("c1", "alice", "n1", 25.0, 1_700_000_000_000),
-        {"t": "welcome", "conn": "c1", "uid": "alice", "node": "n1", "hb": 25.0, "exp": 1_700_000_000_000},
+        {
+            "t": "welcome",
+            "conn": "c1",
+            "uid": "alice",
+            "node": "n1",
+            "hb": 25.0,
+            "exp": 1_700_000_000_000,
+        },
     ),
     (ok(3), {"t": "ok", "id": 3}),
     (
@@ -507,7 +550,10 @@ SERVER_FRAMES: list[tuple[dict[str, Any], dict[str, Any]]] = [
         {"t": "ok", "id": 4, "room": "r", "seq": 9, "epoch": "e", "recovered": False},
     ),
     (ok(5, users=["a", "b"]), {"t": "ok", "id": 5, "users": ["a", "b"]}),
-    (err(6, ErrCode.FORBIDDEN, "not a member"), {"t": "err", "id": 6, "code": 403, "reason": "not a member"}),
+    (
+        err(6, ErrCode.FORBIDDEN, "not a member"),
+        {"t": "err", "id": 6, "code": 403, "reason": "not a member"},
+    ),
     (
         err(None, ErrCode.RATE_LIMITED, "rate limited", 1.5),
         {"t": "err", "code": 429, "reason": "rate limited", "retry_after": 1.5},
@@ -531,7 +577,9 @@ SERVER_FRAMES: list[tuple[dict[str, Any], dict[str, Any]]] = [
 
 @BOTH
 @pytest.mark.parametrize(("frame", "expected"), SERVER_FRAMES)
-def test_server_frames_encode(frame: dict[str, Any], expected: dict[str, Any], encoding: Encoding) -> None:
+def test_server_frames_encode(
+    frame: dict[str, Any], expected: dict[str, Any], encoding: Encoding
+) -> None:
     encoded = encode(frame, encoding)
     if encoding is MP:
         assert isinstance(encoded, bytes)
@@ -540,15 +588,15 @@ def test_server_frames_encode(frame: dict[str, Any], expected: dict[str, Any], e
         assert isinstance(encoded, str)
         decoded = json.loads(encoded)
     assert decoded == expected
-    # enum members go out as plain ints, never as names
-    assert all(type(v) is not bool or k in ("recovered",) for k, v in decoded.items())
-    if "code" in decoded:
+    if "code" in decoded:  # enum members go out as plain ints
         assert type(decoded["code"]) is int
 
 
 def test_json_encoding_is_compact_and_strict() -> None:
     assert encode(ok(1, x="é"), JS) == '{"t":"ok","id":1,"x":"é"}'
-    assert encode(ok(1, x=math.nan, b=b"\x01"), JS) == '{"t":"ok","id":1,"x":null,"b":{"$bin":"AQ=="}}'
+    assert (
+        encode(ok(1, x=math.nan, b=b"\x01"), JS) == '{"t":"ok","id":1,"x":null,"b":{"$bin":"AQ=="}}'
+    )
 
 
 def test_request_error_after_decode_answers_with_its_id() -> None:
