@@ -14,7 +14,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) server.py
+	$(PY) server.py --config conf/dev.yaml
 
 redis:
 	@bash scripts/ensure-redis.sh
@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy --strict server.py core handlers client
+	$(VENV)/bin/mypy --strict server.py core handlers
 
 pytest: $(STAMP) redis
 	$(PY) -m pytest

@@ -13,6 +13,7 @@ SIGTERM / SIGINT: stop accepting, close every connection with 1012 spread over
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -96,8 +97,10 @@ async def drain(node: Node, drain_s: float) -> None:
         # Spread the closes so clients do not all reconnect at the same instant.
         if step >= 0.001 and i % 10 == 9:
             await asyncio.sleep(step * 10)
-    while len(node.hub) and loop.time() < deadline:
-        await asyncio.sleep(0.05)
+    try:
+        await asyncio.wait_for(node.wait_empty(), max(0.0, deadline - loop.time()))
+    except TimeoutError:
+        log.warning("%d connections still open after drain_s", len(node.hub))
 
 
 async def serve(settings: Settings, node_id: str, sockets: list[socket.socket]) -> int:
@@ -152,10 +155,8 @@ def run_workers(settings: Settings, base_id: str | None) -> int:
 
     def forward(signum: int, _frame: object) -> None:
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -170,8 +171,9 @@ def run_workers(settings: Settings, base_id: str | None) -> int:
     return worst
 
 
-def issue_token(settings: Settings, sub: str, ttl: int | None, role: str | None,
-                rooms: list[str] | None) -> str:
+def issue_token(
+    settings: Settings, sub: str, ttl: int | None, role: str | None, rooms: list[str] | None
+) -> str:
     issuer = TokenIssuer(JwtSettings.from_auth_config(settings.auth), SystemClock())
     token, _claims = issuer.issue_access(sub, rooms=rooms, role=role, ttl_s=ttl)
     return token

@@ -59,8 +59,8 @@ class Connection:
         "pending_pubs",
         "record",
         "rooms",
-        "strikes",
         "strike_window_end",
+        "strikes",
         "transport",
         "uid",
     )
@@ -116,12 +116,11 @@ class Connection:
         """Send ``bye`` then a close frame with the same code. Idempotent."""
         if self.closed:
             return
-        if code >= 4000 or code == CloseCode.RESTART:
-            # bye precedes the close frame; a slow consumer cannot read it anyway,
-            # so it is skipped there to keep the buffer bounded.
-            if code != CloseCode.SLOW_CONSUMER:
-                payload = encode(bye(CloseCode(code), reason), self.encoding)
-                self.transport.send(Outbound(lambda _enc: payload), self.encoding)
+        # bye precedes the close frame; a slow consumer cannot read it anyway, so it
+        # is skipped there to keep the buffer bounded.
+        if (code >= 4000 or code == CloseCode.RESTART) and code != CloseCode.SLOW_CONSUMER:
+            payload = encode(bye(CloseCode(code), reason), self.encoding)
+            self.transport.send(Outbound(lambda _enc: payload), self.encoding)
         self.closed = True
         self.transport.close(code, reason)
         if self.on_closed is not None:

@@ -38,7 +38,9 @@ class Metrics:
             "squall_connections", "Open WebSocket connections on this node", registry=r
         )
         self.users = Gauge("squall_users", "Distinct authenticated users on this node", registry=r)
-        self.rooms = Gauge("squall_rooms", "Rooms with at least one member on this node", registry=r)
+        self.rooms = Gauge(
+            "squall_rooms", "Rooms with at least one member on this node", registry=r
+        )
         self.frames_in = Counter(
             "squall_frames_in", "Frames received, by type", ["type"], registry=r
         )
@@ -68,7 +70,9 @@ class Metrics:
             "squall_backend_available", "1 while the shared backend is reachable", registry=r
         )
         self.backend_errors = Counter(
-            "squall_backend_errors", "Operations that failed because the backend was down", registry=r
+            "squall_backend_errors",
+            "Operations that failed because the backend was down",
+            registry=r,
         )
         self.draining = Gauge("squall_draining", "1 while the node drains", registry=r)
         self.errors = Counter("squall_err_replies", "err replies, by code", ["code"], registry=r)

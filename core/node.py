@@ -28,6 +28,7 @@ from core.backend.base import (
     Membership,
     NodeCommand,
     NodeOp,
+    Policy,
     PresenceEvent,
     Publication,
     SessionRecord,
@@ -92,6 +93,8 @@ class Node:
         self.pending_handshakes = 0
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._empty = asyncio.Event()
+        self._empty.set()
 
     # -- life cycle ------------------------------------------------------------
 
@@ -205,7 +208,7 @@ class Node:
             connected_at=conn.connected_at,
             jti=claims.jti,
         )
-        policy = "reject" if limits.on_new_login == "reject" else "kick_oldest"
+        policy: Policy = "reject" if limits.on_new_login == "reject" else "kick_oldest"
         try:
             result = await self.backend.admit(record, limits.max_connections_per_user, policy)
         except BackendUnavailable:
@@ -224,7 +227,9 @@ class Node:
         conn.record = record
         for old in result.evicted:
             cmd = NodeCommand(
-                NodeOp.CLOSE_CONN, int(CloseCode.REPLACED), "replaced by a newer login",
+                NodeOp.CLOSE_CONN,
+                int(CloseCode.REPLACED),
+                "replaced by a newer login",
                 conn_id=old.conn_id,
             )
             if old.node_id == self.node_id:
@@ -250,6 +255,7 @@ class Node:
     def opened(self, conn: Connection, on_auth_timeout: Callable[[], None]) -> None:
         """The upgrade completed: greet an authenticated connection or wait for ``auth``."""
         self.hub.add(conn)
+        self._empty.clear()
         self.metrics.connections.set(len(self.hub))
         if conn.uid is None:
             handle = asyncio.get_running_loop().call_later(
@@ -310,6 +316,8 @@ class Node:
             handle.cancel()
         conn.closed = True
         rooms = self.hub.remove(conn)
+        if not len(self.hub):
+            self._empty.set()
         self.metrics.connections.set(len(self.hub))
         self.metrics.users.set(self.hub.user_count())
         self.metrics.rooms.set(self.hub.room_count())
@@ -381,9 +389,12 @@ class Node:
         else:
             log.error("backend unavailable")
 
+    async def wait_empty(self) -> None:
+        """Return once the node holds no connection."""
+        await self._empty.wait()
+
     # -- operator actions ------------------------------------------------------
 
     def close_all(self, code: CloseCode, reason: str) -> None:
         for conn in self.hub:
             conn.close(code, reason)
-

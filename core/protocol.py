@@ -298,7 +298,7 @@ def decode(message: bytes | str, encoding: Encoding) -> ClientFrame:
 
 
 def _parse(message: bytes | str, encoding: Encoding) -> dict[Any, Any]:
-    if encoding is Encoding.MSGPACK:
+    if encoding == Encoding.MSGPACK:
         if isinstance(message, str):
             raise ProtocolError(CloseCode.BAD_REQUEST, "text frame on the binary subprotocol")
         # Every limit is bounded by the message length, so a length header larger
@@ -342,9 +342,9 @@ def _map_without_timestamp_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     A timestamp hashes as a tuple of two ints, which is not randomised and can be
     inverted: a peer could fill a frame with thousands of distinct keys of one hash
     and make building the dict quadratic (half a second of CPU for one 64 KiB frame,
-    a hundred times that for 640 KiB). Every
-    other key type is safe: str, bytes and ext keys hash with the per-process random
-    seed, and at most a few dozen ints or floats of the msgpack range share a hash.
+    a hundred times that for 640 KiB). Every other key type is safe: str, bytes and
+    ext keys hash with the per-process random seed, and at most a few dozen ints or
+    floats of the msgpack range share a hash.
     """
     for key, _ in pairs:
         if type(key) is msgpack.Timestamp:
@@ -610,7 +610,7 @@ def encode(frame: Mapping[str, Any], encoding: Encoding) -> bytes | str:
 
     JSON values follow the same mapping as :func:`msgpack_to_json_value`.
     """
-    if encoding is Encoding.MSGPACK:
+    if encoding == Encoding.MSGPACK:
         packed: bytes = msgpack.packb(
             frame if isinstance(frame, dict) else dict(frame), use_bin_type=True
         )
@@ -636,7 +636,7 @@ def encode_msg(pub: Publication, encoding: Encoding) -> bytes | str:
     ``pub.data`` must be one packed msgpack value (as produced by :func:`pack_data`).
     The msgpack form copies it without unpacking it.
     """
-    if encoding is Encoding.MSGPACK:
+    if encoding == Encoding.MSGPACK:
         fields = ["t", "msg", "room", pub.room, "seq", pub.seq, "from", pub.from_uid]
         return _splice([*fields, "ts", pub.ts], pub.data)
     return _dumps(
@@ -656,7 +656,7 @@ def encode_dm(dm: DirectMessage, offline: bool, encoding: Encoding) -> bytes | s
 
     Same technique and precondition on ``dm.data`` as :func:`encode_msg`.
     """
-    if encoding is Encoding.MSGPACK:
+    if encoding == Encoding.MSGPACK:
         fields = ["t", "dm", "mid", dm.mid, "from", dm.from_uid, "ts", dm.ts]
         return _splice([*fields, "offline", offline], dm.data)
     return _dumps(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import tornado.web
-
 from core.node import Node
 from handlers.base import SafeRequestMixin
 

@@ -9,6 +9,8 @@ that connection falls back to ``write_message``.
 
 from __future__ import annotations
 
+import contextlib
+
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol13
 
@@ -59,10 +61,8 @@ class TornadoTransport:
         proto = self._proto
         if proto is None or proto.is_closing():
             return
-        try:
+        with contextlib.suppress(StreamClosedError):
             proto.stream.write(PING_FRAME)
-        except StreamClosedError:
-            pass
 
     def close(self, code: int, reason: str) -> None:
         self._handler.close(code, reason)

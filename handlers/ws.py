@@ -148,9 +148,7 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
         self.node.opened(conn, self._auth_timeout)
         if conn.uid is not None:
             self.node.metrics.handshakes.labels("101").inc()
-            self.node.metrics.handshake_seconds.observe(
-                self.node.clock.monotonic() - self._started
-            )
+            self.node.metrics.handshake_seconds.observe(self.node.clock.monotonic() - self._started)
 
     def _auth_timeout(self) -> None:
         conn = self.conn

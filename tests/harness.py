@@ -136,10 +136,7 @@ class Client:
         msg = await asyncio.wait_for(self.ws.read_message(), timeout)
         if msg is None:
             return None
-        if isinstance(msg, str):
-            out = json.loads(msg)
-        else:
-            out = msgpack.unpackb(msg, raw=False)
+        out = json.loads(msg) if isinstance(msg, str) else msgpack.unpackb(msg, raw=False)
         assert isinstance(out, dict)
         return out
 

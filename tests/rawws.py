@@ -71,7 +71,9 @@ class RawClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not self.frames:
-            chunk = await asyncio.wait_for(self.reader.read(65536), max(0.01, deadline - loop.time()))
+            chunk = await asyncio.wait_for(
+                self.reader.read(65536), max(0.01, deadline - loop.time())
+            )
             if not chunk:
                 return None
             self.buf += chunk

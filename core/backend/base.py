@@ -35,6 +35,8 @@ __all__ = [
     "DirectMessage",
     "Membership",
     "NodeCommand",
+    "NodeOp",
+    "Policy",
     "PresenceEvent",
     "Publication",
     "Recovery",
@@ -306,7 +308,9 @@ class Backend(abc.ABC):
         """The user's live sessions on every node, oldest first."""
 
     @abc.abstractmethod
-    async def refresh(self, sessions: Sequence[SessionRecord], memberships: Sequence[Membership]) -> None:
+    async def refresh(
+        self, sessions: Sequence[SessionRecord], memberships: Sequence[Membership]
+    ) -> None:
         """Extend the expiry of these records by ``session_ttl_s``: one round trip in all."""
 
     @abc.abstractmethod

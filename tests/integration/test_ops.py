@@ -89,8 +89,7 @@ def _start_server(tmp_path: Path, extra: str = "") -> tuple[subprocess.Popen[byt
     port = _free_port()
     cfg = tmp_path / "squall.yaml"
     cfg.write_text(
-        "server:\n  host: 127.0.0.1\n  drain_s: 2\n"
-        "log:\n  level: DEBUG\n  format: json\n" + extra
+        "server:\n  host: 127.0.0.1\n  drain_s: 2\nlog:\n  level: DEBUG\n  format: json\n" + extra
     )
     env = {**os.environ, "SQUALL_JWT_SECRET": SECRET, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(

@@ -57,7 +57,12 @@ def test_fanout_encodes_once_per_encoding_and_shares_bytes() -> None:
     assert all(w is firsts[50] for w in firsts[50:])
     (frame,) = parse_frames(bytearray(firsts[0]))
     assert msgpack.unpackb(frame[2]) == {
-        "t": "msg", "room": "r", "seq": 1, "from": "alice", "ts": 5, "data": {"x": 1}
+        "t": "msg",
+        "room": "r",
+        "seq": 1,
+        "from": "alice",
+        "ts": 5,
+        "data": {"x": 1},
     }
 
 

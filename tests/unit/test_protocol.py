@@ -56,7 +56,8 @@ BOTH = pytest.mark.parametrize("encoding", [MP, JS], ids=["msgpack", "json"])
 
 
 def packb(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
 
 
 def wire(obj: Any, encoding: Encoding) -> bytes | str:
@@ -391,7 +392,8 @@ def _colliding_timestamps(n: int) -> list[Timestamp]:
 
     target = hash((0, 0)) % m
     after_second = rotr((target - (2 ^ (p5 ^ 3527539))) * p1_inv % m)
-    found, ns = [], 0
+    found: list[Timestamp] = []
+    ns = 0
     while len(found) < n:
         seconds = (rotr((after_second - ns * p2) * p1_inv % m) - p5) * p2_inv % m
         if seconds < 2**61 - 1:  # an int below the hash modulus hashes to itself
@@ -529,7 +531,17 @@ def test_encode_msg_keeps_ext_and_timestamp_data_intact() -> None:
     value = [ExtType(3, b"\x01"), Timestamp(5, 6)]
     pub = Publication("r", 1, "e", None, 0, packb(value))
     assert msgpack.unpackb(encode_msg(pub, MP))["data"] == value
-    assert json.loads(encode_msg(pub, JS))["data"] == [{"$ext": 3, "$bin": "AQ=="}, 5000]  # type: ignore[arg-type]
+    assert json.loads(encode_msg(pub, JS))["data"] == [{"$ext": 3, "$bin": "AQ=="}, 5000]
+
+
+def test_json_encoding_of_the_deepest_allowed_data() -> None:
+    # MAX_DATA_DEPTH levels must convert even when the caller is itself deep in a stack
+    def at_depth(n: int) -> str | bytes:
+        if n:
+            return at_depth(n - 1)
+        return encode_msg(Publication("r", 1, "e", None, 0, packb(_nested(100))), JS)
+
+    assert json.loads(at_depth(300))["data"] == _nested(100)
 
 
 SERVER_FRAMES: list[tuple[dict[str, Any], dict[str, Any]]] = [
@@ -617,7 +629,23 @@ def test_reconnect_is_false_exactly_for_the_terminal_codes() -> None:
 
 def test_codes_have_the_protocol_values() -> None:
     assert [int(c) for c in ErrCode] == [400, 403, 404, 409, 413, 429, 503]
-    assert CloseCode.HEARTBEAT_TIMEOUT == 4408 and CloseCode.TOO_MANY_CONNECTIONS == 4029
+    assert [int(c) for c in CloseCode] == [
+        1000,
+        1009,
+        1011,
+        1012,
+        4000,
+        4001,
+        4002,
+        4003,
+        4004,
+        4008,
+        4009,
+        4010,
+        4011,
+        4029,
+        4408,
+    ]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,449 @@
+"""The Lua scripts of the Redis backend: every check-then-act is one of these.
+
+Each script runs atomically on the server (no other command interleaves) and
+touches keys of one hash tag only, so it also runs on Redis Cluster. Times are
+integer Unix milliseconds passed in by the caller (its ``Clock.wall()``), never
+``redis.call('TIME')``: expiry scores written by plain commands (refresh) and by
+scripts then come from the same clock, and the backend stays drivable by an
+injected clock. Cross-node consistency therefore assumes node clocks agree (NTP)
+to well within ``session_ttl_s`` and the rate-limit windows. Key TTLs (``PEXPIRE``)
+only collect garbage; whether an entry is live is decided by its score.
+
+Scripts return integers, bulk strings or flat arrays only (a Lua number becomes an
+integer reply, so nothing fractional is returned).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "ADMIT",
+    "EXTEND",
+    "FAMILY_REVOKE",
+    "FAMILY_ROTATE",
+    "FAMILY_START",
+    "INBOX_ACK",
+    "INBOX_LIST",
+    "INBOX_PUT",
+    "LOCKOUT_FAIL",
+    "PRESENCE_MEMBERS",
+    "RATE_HIT",
+    "ROOM_STATE",
+    "SESSIONS",
+    "PublishingScripts",
+    "Script",
+    "publishing",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A named Lua script and its SHA1 (the EVALSHA handle)."""
+
+    name: str
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+
+
+# A room's first write (or first after its meta hash vanished) creates a fresh
+# epoch and drops any history left over: history lost means a new epoch.
+_ENSURE_EPOCH = """
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+local epoch = meta[1]
+local seq = tonumber(meta[2]) or 0
+if not epoch then
+  epoch = candidate
+  seq = 0
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+end
+"""
+
+_PUBLISH = (
+    """
+-- KEYS: meta, history. ARGV: channel, encoded tail [from, ts, data, origin]
+-- (no array header), epoch candidate, history_size, history ttl ms.
+-- The payload is the msgpack array [seq, epoch, from, ts, data, origin]: header
+-- 0x96 + seq + epoch packed here + the tail as the node packed it, so the
+-- message bytes are never decoded or re-encoded. Returns {seq, epoch}.
+local candidate = ARGV[3]
+"""
+    + _ENSURE_EPOCH
+    + """
+seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local payload = '\\150' .. cmsgpack.pack(seq, epoch) .. ARGV[2]
+local size = tonumber(ARGV[4])
+if size > 0 then
+  redis.call('RPUSH', KEYS[2], payload)
+  redis.call('LTRIM', KEYS[2], -size, -1)
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('%s', ARGV[1], payload)
+return {seq, epoch}
+"""
+)
+
+
+ROOM_STATE = Script(
+    "room_state",
+    """
+-- KEYS: meta, history. ARGV: epoch candidate, history ttl ms, since ('' = position
+-- only), client epoch ('' = none). A room seen for the first time gets its epoch
+-- (expiring like history). Returns {seq, epoch} or {seq, epoch, {payload, ...}}:
+-- the history after since, unless the client's epoch is not the room's.
+local candidate = ARGV[1]
+"""
+    + _ENSURE_EPOCH
+    + """
+if not meta[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if ARGV[3] == '' or (ARGV[4] ~= '' and ARGV[4] ~= epoch) then return {seq, epoch} end
+local want = seq - tonumber(ARGV[3])
+if want <= 0 then return {seq, epoch} end
+return {seq, epoch, redis.call('LRANGE', KEYS[2], -want, -1)}
+""",
+)
+
+# Members of a user in a room: the lexical range [uid\0, uid\1) of the lex set,
+# keeping only members whose remainder (the conn id) has no NUL, so a uid that
+# itself contains NUL cannot be mistaken for a prefix of another.
+_USER_MEMBERS = """
+local function user_members(lex, uid)
+  local found = {}
+  local all = redis.call('ZRANGEBYLEX', lex, '[' .. uid .. '\\0', '(' .. uid .. '\\1')
+  for i = 1, #all do
+    if not string.find(all[i], '\\0', #uid + 2, true) then found[#found + 1] = all[i] end
+  end
+  return found
+end
+local function drop_expired(pres, lex, now)
+  local dead = redis.call('ZRANGEBYSCORE', pres, '-inf', now)
+  for i = 1, #dead do redis.call('ZREM', lex, dead[i]) end
+  if #dead > 0 then redis.call('ZREMRANGEBYSCORE', pres, '-inf', now) end
+end
+"""
+
+_PRESENCE_JOIN = (
+    """
+-- KEYS: presence (member -> expiry), presence lex. ARGV: now ms, expiry ms, uid,
+-- member, channel ('' = do not announce), event payload, key ttl ms.
+-- Returns 1 when the uid had no live membership of the room before.
+"""
+    + _USER_MEMBERS
+    + """
+drop_expired(KEYS[1], KEYS[2], ARGV[1])
+local first = #user_members(KEYS[2], ARGV[3]) == 0
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('ZADD', KEYS[2], 0, ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+if first and ARGV[5] ~= '' then redis.call('%s', ARGV[5], ARGV[6]) end
+return first and 1 or 0
+"""
+)
+
+_PRESENCE_LEAVE = (
+    """
+-- KEYS: presence, presence lex. ARGV: now ms, uid, member, channel ('' = do not
+-- announce), event payload. Returns 1 when the membership was live and the uid's
+-- last in the room.
+"""
+    + _USER_MEMBERS
+    + """
+local now = tonumber(ARGV[1])
+local score = redis.call('ZSCORE', KEYS[1], ARGV[3])
+redis.call('ZREM', KEYS[1], ARGV[3])
+redis.call('ZREM', KEYS[2], ARGV[3])
+if not score or tonumber(score) <= now then return 0 end
+drop_expired(KEYS[1], KEYS[2], ARGV[1])
+if #user_members(KEYS[2], ARGV[2]) > 0 then return 0 end
+if ARGV[4] ~= '' then redis.call('%s', ARGV[4], ARGV[5]) end
+return 1
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishingScripts:
+    """The scripts that publish to a room channel, for one publish command.
+
+    ``PUBLISH`` on a single Redis; sharded ``SPUBLISH`` on Redis Cluster, where the
+    room channel carries the room's hash tag and so lives on the script's slot.
+    """
+
+    publish: Script
+    presence_join: Script
+    presence_leave: Script
+
+
+def publishing(command: Literal["PUBLISH", "SPUBLISH"]) -> PublishingScripts:
+    """The publishing scripts using ``command``."""
+    tag = command.lower()
+    return PublishingScripts(
+        publish=Script(f"{tag}:publish", _PUBLISH % command),
+        presence_join=Script(f"{tag}:presence_join", _PRESENCE_JOIN % command),
+        presence_leave=Script(f"{tag}:presence_leave", _PRESENCE_LEAVE % command),
+    )
+
+
+PRESENCE_MEMBERS = Script(
+    "presence_members",
+    """
+-- KEYS: presence, presence lex. ARGV: now ms. Drops expired members, returns the rest.
+"""
+    + _USER_MEMBERS
+    + """
+drop_expired(KEYS[1], KEYS[2], ARGV[1])
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+""",
+)
+
+ADMIT = Script(
+    "admit",
+    """
+-- KEYS: sessions (conn -> expiry), records (conn -> '<admission no>|<msgpack
+-- [node_id, ip, connected_at, jti]>'). ARGV: now ms, expiry ms, limit,
+-- policy ('reject' | 'kick_oldest'), conn_id, record, key ttl ms.
+-- Returns {0} (rejected) or {1, conn, record, ...} listing the evicted records.
+-- Oldest = smallest connected_at, ties broken by admission order (as in memory).
+local now = ARGV[1]
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for i = 1, #dead do redis.call('HDEL', KEYS[2], dead[i]) end
+if #dead > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) end
+local others, top, mine = {}, 0, nil
+for _, conn in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local value = redis.call('HGET', KEYS[2], conn)
+  if value then
+    local bar = string.find(value, '|', 1, true)
+    local no = tonumber(string.sub(value, 1, bar - 1))
+    if no > top then top = no end
+    if conn == ARGV[5] then
+      mine = no
+    else
+      local at = cmsgpack.unpack(string.sub(value, bar + 1))[3]
+      others[#others + 1] = {conn, no, at, value}
+    end
+  else
+    redis.call('ZREM', KEYS[1], conn)
+  end
+end
+local limit = tonumber(ARGV[3])
+local result = {1}
+if #others >= limit then
+  if ARGV[4] == 'reject' then return {0} end
+  table.sort(others, function(a, b)
+    if a[3] ~= b[3] then return a[3] < b[3] end
+    return a[2] < b[2]
+  end)
+  for i = 1, #others - limit + 1 do
+    redis.call('ZREM', KEYS[1], others[i][1])
+    redis.call('HDEL', KEYS[2], others[i][1])
+    result[#result + 1] = others[i][1]
+    result[#result + 1] = others[i][4]
+  end
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[5])
+redis.call('HSET', KEYS[2], ARGV[5], string.format('%d|', mine or top + 1) .. ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+return result
+""",
+)
+
+SESSIONS = Script(
+    "sessions",
+    """
+-- KEYS: sessions, records. ARGV: now ms. Returns {conn, record, ...} of live ones.
+local result = {}
+for _, conn in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')) do
+  local value = redis.call('HGET', KEYS[2], conn)
+  if value then
+    result[#result + 1] = conn
+    result[#result + 1] = value
+  end
+end
+return result
+""",
+)
+
+EXTEND = Script(
+    "extend",
+    """
+-- KEYS: a sorted set of member -> expiry, then keys living as long as it.
+-- ARGV: now ms, new expiry ms, key ttl ms, member... Moves the expiry of live
+-- members only: an expired member stays dead even before it is removed.
+-- Returns how many were extended.
+local now = tonumber(ARGV[1])
+local n = 0
+for i = 4, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) > now then
+    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[i])
+    n = n + 1
+  end
+end
+if n > 0 then
+  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+end
+return n
+""",
+)
+
+FAMILY_START = Script(
+    "family_start",
+    """
+-- KEYS: family. ARGV: token id, ttl ms. Creates or replaces the family.
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'live', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+""",
+)
+
+# Revocation leaves a tombstone with the family's remaining TTL, so a revoked
+# family cannot be rotated (nor its spent tokens reported as REUSED) again.
+_TOMBSTONE = """
+local function tombstone(key)
+  local ttl = redis.call('PTTL', key)
+  if ttl == -2 then return end
+  redis.call('DEL', key)
+  redis.call('HSET', key, 'revoked', '1')
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+end
+"""
+
+FAMILY_ROTATE = Script(
+    "family_rotate",
+    """
+-- KEYS: family. ARGV: presented id, new id, ttl ms.
+-- Returns 'rotated', 'reused' (and revokes the family) or 'unknown'.
+"""
+    + _TOMBSTONE
+    + """
+local live = redis.call('HGET', KEYS[1], 'live')
+if not live then return 'unknown' end
+if live == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'live', ARGV[2], 's:' .. ARGV[1], '1')
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 'rotated'
+end
+if redis.call('HEXISTS', KEYS[1], 's:' .. ARGV[1]) == 1 then
+  tombstone(KEYS[1])
+  return 'reused'
+end
+return 'unknown'
+""",
+)
+
+FAMILY_REVOKE = Script(
+    "family_revoke",
+    """
+-- KEYS: family. Idempotent.
+"""
+    + _TOMBSTONE
+    + """
+tombstone(KEYS[1])
+return 1
+""",
+)
+
+LOCKOUT_FAIL = Script(
+    "lockout_fail",
+    """
+-- KEYS: failure times, block. ARGV: now ms, window ms, failures, block ms, member.
+-- Returns the ms the ip stays blocked (0 = not blocked). While blocked, failures
+-- are not counted; a block clears the window.
+local now = tonumber(ARGV[1])
+local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
+if blocked > now then return blocked - now end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('ZADD', KEYS[1], now, ARGV[5])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], now + tonumber(ARGV[4]), 'PX', ARGV[4])
+  return tonumber(ARGV[4])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 0
+""",
+)
+
+RATE_HIT = Script(
+    "rate_hit",
+    """
+-- KEYS: event times. ARGV: now ms, window ms, limit, member.
+-- Sliding-window log: returns 0 and counts the event when fewer than limit events
+-- are in (now - window, now], else the ms until the oldest of the last limit
+-- events leaves the window (> 0), without counting.
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], window)
+  return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], -limit, -limit, 'WITHSCORES')
+return tonumber(oldest[2]) + window - now
+""",
+)
+
+INBOX_PUT = Script(
+    "inbox_put",
+    """
+-- KEYS: order (mid -> insertion no), messages (mid -> msgpack). ARGV: mid, message,
+-- max messages, ttl ms. A known mid is replaced in place; beyond max the oldest go.
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  local no = 1
+  if last[2] then no = tonumber(last[2]) + 1 end
+  redis.call('ZADD', KEYS[1], no, ARGV[1])
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
+if over > 0 then
+  for _, mid in ipairs(redis.call('ZRANGE', KEYS[1], 0, over - 1)) do
+    redis.call('HDEL', KEYS[2], mid)
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 1
+""",
+)
+
+INBOX_LIST = Script(
+    "inbox_list",
+    """
+-- KEYS: order, messages. Returns the messages, oldest first.
+local result = {}
+for _, mid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local value = redis.call('HGET', KEYS[2], mid)
+  if value then result[#result + 1] = value end
+end
+return result
+""",
+)
+
+INBOX_ACK = Script(
+    "inbox_ack",
+    """
+-- KEYS: order, messages. ARGV: mid... Returns how many were removed.
+local n = 0
+for i = 1, #ARGV do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+""",
+)
