@@ -482,6 +482,11 @@ def _required_str(payload: Mapping[str, Any], name: str) -> str:
     value = payload.get(name)
     if not isinstance(value, str) or not value:
         raise AuthError("missing_claim", f"claim {name!r} must be a non-empty string")
+    try:
+        # JSON escapes can smuggle lone surrogates in, which no frame could carry.
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise AuthError("malformed", f"claim {name!r} is not valid UTF-8") from None
     return value
 
 

@@ -32,5 +32,7 @@ class StrictProtocol13(WebSocketProtocol13):
             self._at_header = False
             if n == 2 and not data[1] & 0x80:
                 self.close(PROTOCOL_ERROR, "unmasked client frame")
+                # Let the close frame reach the peer before the stream is aborted.
+                await self.stream.write(b"")
                 raise StreamClosedError()
         return data

@@ -48,7 +48,9 @@ class Script:
     sha: str = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+        object.__setattr__(
+            self, "sha", hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+        )
 
 
 # A room's first write (or first after its meta hash vanished) creates a fresh

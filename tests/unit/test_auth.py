@@ -564,3 +564,18 @@ def _with_rooms(rooms: tuple[str, ...] | None) -> Claims:
 )
 def test_room_allowed(rooms: tuple[str, ...] | None, room: str, allowed: bool) -> None:
     assert room_allowed(_with_rooms(rooms), room) is allowed
+
+
+def test_lone_surrogate_in_sub_is_malformed() -> None:
+    from core.auth import AuthError, JwtSettings, TokenVerifier
+    from core.clock import SystemClock
+    from tests.tokens import SECRET, good_claims, make_token
+
+    verifier = TokenVerifier(JwtSettings(secret=SECRET), SystemClock())
+    tok = make_token(good_claims("\ud800x"))
+    try:
+        verifier.verify(tok)
+    except AuthError as e:
+        assert e.reason == "malformed"
+    else:
+        raise AssertionError("accepted a sub with a lone surrogate")
