@@ -21,6 +21,7 @@ import socket
 import ssl
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -35,6 +36,7 @@ from core.logs import configure as configure_logging
 from core.metrics import Metrics
 from core.node import Node
 from core.protocol import CloseCode
+from core.users import load_users
 from handlers.app import make_app, start_heartbeat
 
 log = logging.getLogger("squall.server")
@@ -59,6 +61,7 @@ def build_backend(settings: Settings, node_id: str, clock: Clock) -> Backend:
     from core.backend.redis import RedisBackend
 
     b = settings.backend
+    assert b.url is not None
     return RedisBackend(
         node_id,
         options,
@@ -83,6 +86,15 @@ def build_ssl_context(settings: Settings) -> ssl.SSLContext | None:
         ctx.verify_mode = ssl.CERT_REQUIRED
         ctx.load_verify_locations(tls.client_ca_file)
     return ctx
+
+
+def http_server_options(settings: Settings) -> dict[str, Any]:
+    """HTTPServer keyword arguments: TLS, and a body cap for the HTTP endpoints."""
+    return {
+        "ssl_options": build_ssl_context(settings),
+        # The largest legitimate body is a server-API publish of one max-size frame.
+        "max_body_size": 2 * settings.limits.max_frame_bytes + 65536,
+    }
 
 
 async def drain(node: Node, drain_s: float) -> None:
@@ -111,7 +123,7 @@ async def serve(settings: Settings, node_id: str, sockets: list[socket.socket]) 
     node = Node(settings, backend, verifier, clock, Metrics())
     await node.start()
     app = make_app(node)
-    server = HTTPServer(app, ssl_options=build_ssl_context(settings))
+    server = HTTPServer(app, **http_server_options(settings))
     server.add_sockets(sockets)
     _sweeper, timer = start_heartbeat(node)
     stop = asyncio.Event()
@@ -191,6 +203,12 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2
+    if settings.auth.users_file is not None:
+        try:
+            load_users(settings.auth.users_file)
+        except ValueError as e:
+            print(f"config error: {e}", file=sys.stderr)
+            return 2
     if args.command == "issue-token":
         print(issue_token(settings, args.sub, args.ttl, args.role, args.rooms))
         return 0

@@ -94,7 +94,8 @@ class Claims:
 
     ``exp``, ``iat`` and ``nbf`` are whole Unix seconds (fractions dropped).
     ``rooms`` is ``None`` when the token has no ``rooms`` claim (any public room).
-    ``family`` is the ``fam`` claim of refresh tokens.
+    ``family`` is the ``fam`` claim: required in refresh tokens, present in access
+    tokens issued by ``/auth/login`` and ``/auth/refresh``.
     """
 
     sub: str
@@ -328,11 +329,14 @@ class TokenIssuer:
         rooms: Sequence[str] | None = None,
         role: str | None = None,
         ttl_s: int | None = None,
+        family: str | None = None,
     ) -> tuple[str, Claims]:
         """Return a new access token for ``sub`` and its claims.
 
         ``ttl_s`` defaults to ``access_ttl_s``. ``rooms`` are ``fnmatch`` patterns
-        (see :func:`room_allowed`); ``None`` leaves the claim out.
+        (see :func:`room_allowed`); ``None`` leaves the claim out. ``family`` (claim
+        ``fam``) names the refresh family the token was issued with, so a logout can
+        revoke that family; ``None`` leaves the claim out.
         """
         if isinstance(rooms, str) or (
             rooms is not None and not all(isinstance(r, str) for r in rooms)
@@ -344,6 +348,10 @@ class TokenIssuer:
             extra["rooms"] = list(rooms)
         if role is not None:
             extra["role"] = role
+        if family is not None:
+            if not isinstance(family, str) or not family:
+                raise ValueError("family must be a non-empty str")
+            extra["fam"] = family
         return self._issue(sub, "access", ttl, extra)
 
     def issue_refresh(self, sub: str, family: str) -> tuple[str, Claims]:

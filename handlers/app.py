@@ -17,6 +17,8 @@ from core.heartbeat import Sweeper
 from core.netaddr import TrustedProxies
 from core.node import Node
 from core.session import Session
+from handlers.api import api_routes
+from handlers.auth_http import auth_routes
 from handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
 from handlers.ws import SquallSocket
 
@@ -48,7 +50,10 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
 
 
 def make_app(node: Node, extra_routes: list[Any] | None = None) -> tornado.web.Application:
-    """The application serving one node."""
+    """The application serving one node.
+
+    Raises ValueError naming ``auth.users_file`` when that file is malformed.
+    """
     session = Session(node)
     trusted = TrustedProxies(node.settings.server.trusted_proxies)
     deps = {"node": node}
@@ -57,6 +62,8 @@ def make_app(node: Node, extra_routes: list[Any] | None = None) -> tornado.web.A
         (r"/healthz", HealthHandler, deps),
         (r"/readyz", ReadyHandler, deps),
         (r"/metrics", MetricsHandler, deps),
+        *auth_routes(node, trusted),
+        *api_routes(node, trusted),
     ]
     routes.extend(extra_routes or [])
     if node.settings.server.static and STATIC_DIR.is_dir():

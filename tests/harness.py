@@ -29,7 +29,7 @@ from core.heartbeat import Sweeper
 from core.metrics import Metrics
 from core.node import Node
 from handlers.app import make_app, start_heartbeat
-from server import build_backend, build_ssl_context
+from server import build_backend, http_server_options
 from tests.tokens import SECRET, good_claims, make_token
 
 BASE: dict[str, object] = {
@@ -86,7 +86,7 @@ async def start_node(
     node = Node(settings, be, verifier, clock, Metrics())
     await node.start()
     app = make_app(node)
-    server = HTTPServer(app, ssl_options=build_ssl_context(settings))
+    server = HTTPServer(app, **http_server_options(settings))
     sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
     server.add_sockets(sockets)
     sweeper, timer = start_heartbeat(node)

@@ -53,7 +53,7 @@ class FullJitterBackoff:
 
     def ceiling(self, failures: int) -> float:
         """The upper bound of the delay after ``failures`` failures."""
-        return min(self.cap, self.base * 2 ** min(max(failures, 0), _MAX_EXPONENT))
+        return min(self.cap, self.base * 2.0 ** min(max(failures, 0), _MAX_EXPONENT))
 
     def compute(self, failures: int) -> float:
         return min(self.ceiling(failures), max(0.0, self.uniform(0.0, self.ceiling(failures))))

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import pytest
+import redis.asyncio
 from tornado.ioloop import IOLoop
 
 from core.backend.base import (
@@ -33,7 +34,9 @@ from core.backend.base import (
     Publication,
 )
 from core.backend.memory import MemoryBackend
-from core.clock import Clock, ManualClock
+from core.backend.redis import RedisBackend
+from core.clock import Clock, ManualClock, SystemClock
+from tests.redis_server import shared_server
 
 #: Seconds a test waits for a delivery before failing.
 DELIVERY_TIMEOUT_S = 5.0
@@ -123,8 +126,35 @@ class MemoryDriver:
         return None
 
 
+class RedisDriver:
+    """Nodes of one cluster on the test process's shared redis-server; real time."""
+
+    shared = True
+
+    def __init__(self) -> None:
+        self.clock = SystemClock()
+        self.url = shared_server().url
+        self._raw: redis.asyncio.Redis | None = None
+
+    def build(self, node_id: str, options: BackendOptions) -> Backend:
+        return RedisBackend(node_id, options, self.clock, self.url)
+
+    async def advance(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def write_key(self, backend: Backend, key: str, value: str, ttl_s: float | None) -> None:
+        if self._raw is None:
+            self._raw = redis.asyncio.Redis.from_url(self.url)
+        px = None if ttl_s is None else int(ttl_s * 1000)
+        await self._raw.set(backend.options.key_prefix + key, value, px=px)
+
+    async def aclose(self) -> None:
+        if self._raw is not None:
+            await self._raw.aclose()
+
+
 #: backend kind -> driver class (instantiated once per test; ``shared`` read off the class)
-DRIVERS: dict[str, type[Driver]] = {"memory": MemoryDriver}
+DRIVERS: dict[str, type[Driver]] = {"memory": MemoryDriver, "redis": RedisDriver}
 
 
 class Harness:

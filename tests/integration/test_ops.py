@@ -191,3 +191,19 @@ def test_check_config_and_hash_password_subcommands(tmp_path: Path) -> None:
     from core.passwords import verify_password
 
     assert verify_password("correct horse", out.stdout.decode().strip())
+
+
+def test_malformed_users_file_exits_2(tmp_path: Path) -> None:
+    users = tmp_path / "users.yaml"
+    users.write_text("alice: not-a-hash\n")
+    env = {**os.environ, "SQUALL_JWT_SECRET": SECRET, "SQUALL_AUTH__USERS_FILE": str(users)}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "server.py")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert b"auth.users_file" in out.stderr
+    assert len(out.stderr.decode().strip().splitlines()) == 1

@@ -1,0 +1,475 @@
+"""Load generator: raw-socket WebSocket clients that count frames, one process per role.
+
+    python -m bench.loadgen members   --port N --count C [--first I] --messages M [--auth]
+    python -m bench.loadgen publisher --port N --user-index I --messages M --window W [--auth]
+
+Each process is driven by the orchestrator (:mod:`bench.fanout`) through JSON lines:
+it prints ``{"event": "ready"}`` once all its connections are upgraded (and, with
+``--auth``, welcomed and joined to the room), then obeys commands read from stdin:
+
+* members: print ``{"event": "report", ...}`` as soon as every connection counted
+  ``--messages`` ``msg`` frames, or at once on ``{"cmd": "report"}`` (a timeout);
+* publisher: ``{"cmd": "go"}`` starts publishing, ``{"event": "published", ...}`` is
+  printed when its own echo of the last message arrived;
+* both: ``{"cmd": "exit"}`` (or EOF) closes every connection and exits.
+
+Why not a WebSocket library: every byte a member receives costs this process CPU on
+the core it shares with the other load generators, and the point is that the server,
+not the client, is the bottleneck. So each connection is an ``asyncio.Protocol`` that
+does the HTTP upgrade itself and a frame scanner that recognises a ``msg`` frame by
+its first bytes (``{"t": "msg", ...`` packs as ``8X A1 74 A3 6D 73 67``) without
+decoding it; only other frames, and the frames of one member in ``--sample-every``
+(for the latency timestamp in ``data``), are decoded with msgpack. uvloop is used when
+installed (bench/requirements.txt).
+
+Client frames are masked with the all-zero key, which RFC 6455 allows (section 5.3:
+the key is any 32-bit value) and which leaves the payload unchanged.
+
+Payload: ``data`` is ``--payload`` bytes (bin): 8 bytes of the publisher's
+``time.time_ns()`` (big-endian), then zeros. Latency is receive time minus that stamp,
+taken once per read, so it includes the time the member waited for this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import socket
+import struct
+import sys
+import time
+from functools import partial
+from typing import Any, cast
+
+import jwt
+import msgpack
+
+__all__ = ["main"]
+
+ROOM = "bench"
+SUBPROTOCOL = "squall.v1.msgpack"
+#: bytes 1..6 of a msgpack map whose first entry is "t": "msg"
+MSG_TAG = b"\xa1t\xa3msg"
+_ZERO_MASK = b"\x00\x00\x00\x00"
+_TS = struct.Struct(">Q")
+
+
+def client_frame(payload: bytes) -> bytes:
+    """One masked binary frame (FIN, opcode 2) with the all-zero masking key."""
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x82, 0x80 | n)
+    elif n <= 0xFFFF:
+        head = struct.pack("!BBH", 0x82, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x82, 0x80 | 127, n)
+    return head + _ZERO_MASK + payload
+
+
+PONG_EMPTY = b"\x8a\x80" + _ZERO_MASK
+CLOSE_FRAME = b"\x88\x82" + _ZERO_MASK + struct.pack("!H", 1000)
+
+
+def make_token(secret: str, sub: str, ttl: int = 3600) -> str:
+    now = int(time.time())
+    claims = {"sub": sub, "iat": now, "exp": now + ttl, "jti": f"bench-{sub}-{os.urandom(6).hex()}"}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+class Stats:
+    """What one process counted; shared by its connections."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.delivered = 0
+        self.complete = 0
+        self.last_ns = 0
+        self.latencies_us: list[int] = []
+        self.other_frames: dict[str, int] = {}
+        self.closed = 0
+        self.all_done = asyncio.Event()
+        self.target_complete = 0
+
+
+class WsClient(asyncio.Protocol):
+    """One WebSocket connection: upgrade, optional welcome + join, then count ``msg``."""
+
+    def __init__(
+        self, port: int, stats: Stats, token: str | None, join: bool, sample: bool
+    ) -> None:
+        self.port = port
+        self.stats = stats
+        self.token = token
+        self.join = join
+        self.sample = sample
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.upgraded = False
+        self.count = 0
+        loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[None] = loop.create_future()
+
+    # -- asyncio.Protocol ------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = [
+            "GET /ws HTTP/1.1",
+            f"Host: 127.0.0.1:{self.port}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+            f"Sec-WebSocket-Protocol: {SUBPROTOCOL}",
+        ]
+        if self.token is not None:
+            lines.append(f"Authorization: Bearer {self.token}")
+        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stats.closed += 1
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"connection lost: {exc}"))
+
+    def data_received(self, data: bytes) -> None:
+        if self.buf:
+            data = self.buf + data
+            self.buf = b""
+        if not self.upgraded:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = data
+                return
+            status = data[: data.find(b"\r\n")]
+            if b" 101 " not in status + b" ":
+                self._fail(f"upgrade refused: {data[:end].decode(errors='replace')!r}")
+                return
+            self.upgraded = True
+            data = data[end + 4 :]
+            if not self.join:
+                self.ready.set_result(None)
+        now = 0
+        pos = 0
+        n = len(data)
+        while n - pos >= 2:
+            length = data[pos + 1] & 0x7F
+            start = pos + 2
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                start = pos + 4
+            elif length == 127:
+                if n - pos < 10:
+                    break
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                start = pos + 10
+            end = start + length
+            if end > n:
+                break
+            opcode = data[pos] & 0x0F
+            if opcode == 2 and data[start + 1 : start + 7] == MSG_TAG:
+                if self.sample:
+                    if not now:
+                        now = time.time_ns()
+                    self._sample(data[start:end], now)
+                self._count()
+            elif opcode in (1, 2):
+                self._frame(data[start:end])
+            elif opcode == 9 and self.transport is not None:
+                self.transport.write(PONG_EMPTY)
+            elif opcode == 8:
+                self._fail("server sent close")
+            pos = end
+        if pos < n:
+            self.buf = data[pos:]
+
+    # -- frames ----------------------------------------------------------------
+
+    def _count(self) -> None:
+        self.count += 1
+        stats = self.stats
+        stats.delivered += 1
+        if self.count == stats.expected:
+            stats.complete += 1
+            if stats.complete == stats.target_complete:
+                stats.last_ns = time.time_ns()
+                stats.all_done.set()
+
+    def _sample(self, payload: bytes, now: int) -> None:
+        frame = msgpack.unpackb(payload)
+        data = frame.get("data")
+        if isinstance(data, bytes) and len(data) >= 8:
+            self.stats.latencies_us.append((now - _TS.unpack_from(data)[0]) // 1000)
+
+    def _frame(self, payload: bytes) -> None:
+        try:
+            frame = msgpack.unpackb(payload)
+        except ValueError:
+            frame = None
+        kind = frame.get("t") if isinstance(frame, dict) else None
+        if kind == "msg":  # a msg map packed in another key order
+            assert isinstance(frame, dict)
+            if self.sample:
+                self._sample(payload, time.time_ns())
+            self._count()
+            return
+        key = str(kind)
+        self.stats.other_frames[key] = self.stats.other_frames.get(key, 0) + 1
+        self.on_frame(kind, frame)
+
+    def on_frame(self, kind: Any, frame: Any) -> None:
+        if self.ready.done():
+            return
+        if kind == "welcome" and self.join:
+            self.send({"t": "join", "id": 1, "room": ROOM})
+        elif kind == "ok" and frame.get("id") == 1:
+            self.ready.set_result(None)
+        elif kind in ("err", "bye"):
+            self._fail(f"refused: {frame!r}")
+
+    def _fail(self, reason: str) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(reason))
+        if self.transport is not None:
+            self.transport.close()
+
+    def send(self, frame: dict[str, Any]) -> None:
+        assert self.transport is not None
+        self.transport.write(client_frame(msgpack.packb(frame)))
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(CLOSE_FRAME)
+            self.transport.close()
+
+
+class Publisher(WsClient):
+    """A member that also publishes: at most ``window`` messages not yet echoed back."""
+
+    def __init__(
+        self,
+        port: int,
+        stats: Stats,
+        token: str | None,
+        join: bool,
+        messages: int,
+        window: int,
+        payload_size: int,
+    ) -> None:
+        super().__init__(port, stats, token, join, sample=True)
+        self.messages = messages
+        self.window = window
+        self.padding = b"\x00" * (payload_size - _TS.size)
+        self.sent = 0
+        self.acked = 0
+        self.errors: list[Any] = []
+        self.first_ns = 0
+        self.last_ns = 0
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def start(self) -> None:
+        self.first_ns = time.time_ns()
+        self.pump()
+
+    def pump(self) -> None:
+        assert self.transport is not None
+        write = self.transport.write
+        while self.sent - self.acked < self.window and self.sent < self.messages:
+            self.sent += 1
+            data = _TS.pack(time.time_ns()) + self.padding
+            frame = {"t": "pub", "id": self.sent + 1, "room": ROOM, "data": data}
+            write(client_frame(msgpack.packb(frame)))
+
+    def _count(self) -> None:
+        super()._count()
+        self._echo()
+
+    def _echo(self) -> None:
+        self.acked += 1
+        if self.acked >= self.messages:
+            self.last_ns = time.time_ns()
+            if not self.done.done():
+                self.done.set_result(None)
+        elif self.sent:
+            self.pump()
+
+    def on_frame(self, kind: Any, frame: Any) -> None:
+        if kind == "err" and self.ready.done():
+            # A refused pub will never be echoed: free its window slot.
+            self.errors.append(frame)
+            self._echo()
+            return
+        super().on_frame(kind, frame)
+
+
+# -- processes -----------------------------------------------------------------
+
+
+def emit(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+async def commands() -> asyncio.Queue[dict[str, Any]]:
+    """A queue fed with the JSON commands read from stdin (``exit`` at EOF)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def pump() -> None:
+        while True:
+            line = await reader.readline()
+            if not line:
+                await queue.put({"cmd": "exit"})
+                return
+            await queue.put(json.loads(line))
+
+    asyncio.get_running_loop().create_task(pump())
+    return queue
+
+
+async def connect_all(
+    port: int, factories: list[Any], concurrency: int, timeout: float
+) -> list[WsClient]:
+    loop = asyncio.get_running_loop()
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(factory: Any) -> WsClient:
+        async with sem:
+            _t, proto = await loop.create_connection(factory, "127.0.0.1", port)
+            assert isinstance(proto, WsClient)
+            await asyncio.wait_for(proto.ready, timeout)
+            return proto
+
+    return list(await asyncio.gather(*(one(f) for f in factories)))
+
+
+def token_for(args: argparse.Namespace, index: int) -> str | None:
+    if not args.auth:
+        return None
+    secret = os.environ.get("SQUALL_JWT_SECRET", "")
+    if not secret:
+        raise SystemExit("--auth needs SQUALL_JWT_SECRET")
+    return make_token(secret, f"u{index}")
+
+
+async def run_members(args: argparse.Namespace) -> None:
+    stats = Stats(args.messages)
+    stats.target_complete = args.count
+    queue = await commands()
+    factories = []
+    for i in range(args.first, args.first + args.count):
+        sample = args.sample_every > 0 and i % args.sample_every == 0
+        token = token_for(args, i)
+        factories.append(partial(WsClient, args.port, stats, token, args.auth, sample))
+    clients = await connect_all(args.port, factories, args.concurrency, args.timeout)
+    emit({"event": "ready", "connections": len(clients), "pid": os.getpid()})
+    # Report when every member has all messages, or earlier when told to (a timeout).
+    done = asyncio.ensure_future(stats.all_done.wait())
+    get = asyncio.ensure_future(queue.get())
+    await asyncio.wait({get, done}, return_when=asyncio.FIRST_COMPLETED)
+    done.cancel()
+    emit(
+        {
+            "event": "report",
+            "delivered": stats.delivered,
+            "complete": stats.complete,
+            "connections": len(clients),
+            "last_ns": stats.last_ns,
+            "closed": stats.closed,
+            "other_frames": stats.other_frames,
+            "latencies_us": stats.latencies_us,
+        }
+    )
+    while (await get)["cmd"] != "exit":
+        get = asyncio.ensure_future(queue.get())
+    for c in clients:
+        c.close()
+    await asyncio.sleep(0.2)
+
+
+async def run_publisher(args: argparse.Namespace) -> None:
+    stats = Stats(args.messages)
+    stats.target_complete = 1
+    queue = await commands()
+    token = token_for(args, args.user_index)
+
+    def factory() -> Publisher:
+        return Publisher(
+            args.port, stats, token, args.auth, args.messages, args.window, args.payload
+        )
+
+    (pub,) = await connect_all(args.port, [factory], 1, args.timeout)
+    assert isinstance(pub, Publisher)
+    emit({"event": "ready", "connections": 1, "pid": os.getpid()})
+    while (await queue.get())["cmd"] != "go":
+        pass
+    pub.start()
+    get = asyncio.ensure_future(queue.get())
+    await asyncio.wait({get, pub.done}, return_when=asyncio.FIRST_COMPLETED)
+    emit(
+        {
+            "event": "published",
+            "sent": pub.sent,
+            "echoed": pub.count,
+            "first_ns": pub.first_ns,
+            "last_ns": pub.last_ns,
+            "errors": pub.errors[:5],
+            "error_count": len(pub.errors),
+            "other_frames": stats.other_frames,
+            "latencies_us": stats.latencies_us,
+        }
+    )
+    while (await get)["cmd"] != "exit":
+        get = asyncio.ensure_future(queue.get())
+    pub.close()
+    await asyncio.sleep(0.1)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.loadgen")
+    sub = p.add_subparsers(dest="role", required=True)
+    for name in ("members", "publisher"):
+        s = sub.add_parser(name)
+        s.add_argument("--port", type=int, required=True)
+        s.add_argument("--messages", type=int, required=True, help="msg frames to expect")
+        s.add_argument("--auth", action="store_true", help="JWT bearer header, then join")
+        s.add_argument("--timeout", type=float, default=30.0, help="per-connection setup")
+    m = sub.choices["members"]
+    m.add_argument("--count", type=int, required=True)
+    m.add_argument("--first", type=int, default=0, help="index of the first member (uid u<I>)")
+    m.add_argument("--sample-every", type=int, default=20, help="latency of 1 member in K")
+    m.add_argument("--concurrency", type=int, default=64, help="handshakes in flight")
+    pb = sub.choices["publisher"]
+    pb.add_argument("--user-index", type=int, default=0)
+    pb.add_argument("--window", type=int, default=4, help="messages not yet echoed")
+    pb.add_argument("--payload", type=int, default=64, help="data bytes (>= 8)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    coro = run_members(args) if args.role == "members" else run_publisher(args)
+    runner(coro)
+
+
+if __name__ == "__main__":
+    main()

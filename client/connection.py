@@ -1,0 +1,785 @@
+"""The Squall Python client: one logical session over successive WebSocket connections.
+
+:class:`SquallClient` speaks PROTOCOL.md v1 over Tornado's ``websocket_connect``
+(msgpack subprotocol by default, JSON optional) and hides reconnects:
+
+* Every request (``join``, ``pub``, ...) resolves with its ``ok`` or raises
+  :class:`RequestFailed` for its ``err``; exactly one outcome per call.
+* After a close with a reconnectable code (every code except 4001, 4003, 4009,
+  4010, 4029; 1012 included) or a network drop, the client waits per its
+  :class:`~client.backoff.Backoff` (capped exponential, full jitter), asks the
+  token provider for a fresh token, reconnects, and rejoins every joined room with
+  ``since`` = the last ``seq`` seen there and the room's ``epoch``. The server
+  replays what was missed before the rejoin's ``ok``; the client drops any ``msg``
+  whose ``seq`` is not above the last one seen, so each room's messages reach the
+  application in ``seq`` order, without duplicates. When the server reports
+  ``recovered: false`` (history too short, or the room's epoch changed), the gap
+  cannot be filled: :attr:`RoomState.recovered` says so and a warning is logged.
+* Requests made while reconnecting wait (up to ``request_timeout``) for the new
+  connection and its rejoins. Requests in flight when a connection drops raise
+  :class:`ConnectionLost`: their outcome is unknown and they are not resent.
+* A non-reconnectable close ends the client: :meth:`SquallClient.messages` raises
+  :class:`Closed` after yielding what was already received, as do pending and later
+  requests. A handshake refused with 401/403 (or 429 for the per-user limit) while
+  reconnecting ends it with :class:`AuthRefused`.
+* ``dm`` frames are acknowledged after the application took them (the next step of
+  :meth:`messages`, or the return of ``on_message``): at-least-once delivery. A dm
+  redelivered after a reconnect is not yielded twice.
+
+The client owns no global state; several can run in one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Literal
+
+import msgpack
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
+
+from client.backoff import Attempts, Backoff
+
+__all__ = [
+    "NO_RECONNECT",
+    "AuthRefused",
+    "Closed",
+    "ConnectionLost",
+    "Frame",
+    "RequestFailed",
+    "RoomState",
+    "SquallClient",
+    "SquallError",
+    "TokenSource",
+]
+
+log = logging.getLogger("squall.client")
+
+Frame = dict[str, Any]
+TokenSource = str | Callable[[], Awaitable[str]]
+OnMessage = Callable[[Frame], Awaitable[None] | None]
+
+#: Close codes after which a client must not reconnect (PROTOCOL.md, close codes).
+NO_RECONNECT: Final = frozenset({4001, 4003, 4009, 4010, 4029})
+
+SUBPROTOCOLS: Final = {"msgpack": "squall.v1.msgpack", "json": "squall.v1.json"}
+DEFAULT_BACKOFF: Final = Backoff(base=0.5, cap=30.0)
+
+#: How many dm ids are remembered to drop redeliveries of already taken dms.
+_SEEN_DMS = 4096
+
+
+class SquallError(Exception):
+    """Base class of every error this client raises."""
+
+
+class AuthRefused(SquallError):
+    """The server refused the WebSocket upgrade with an HTTP status (401, 403, 429, 503...).
+
+    ``body`` is the server's JSON error body (``{"error", "message"}``, empty when
+    absent); ``retry_after`` the ``Retry-After`` header in seconds, if any.
+    """
+
+    def __init__(self, status: int, body: Mapping[str, Any], retry_after: float | None) -> None:
+        super().__init__(f"handshake refused: {status} {dict(body)}")
+        self.status = status
+        self.body = dict(body)
+        self.retry_after = retry_after
+
+
+class RequestFailed(SquallError):
+    """The server answered a request with ``err``."""
+
+    def __init__(self, code: int, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class Closed(SquallError):
+    """The client is closed for good: a non-reconnectable close code, or :meth:`close`.
+
+    ``code`` is the WebSocket close code (``None`` when unknown).
+    """
+
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"closed: {code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class ConnectionLost(SquallError):
+    """The connection dropped while a request was in flight; the client reconnects.
+
+    The request may or may not have taken effect; it is not resent.
+    """
+
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"connection lost: {code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass
+class RoomState:
+    """What the client knows about one room it joined.
+
+    ``seq``/``epoch``: the last message sequence number seen and the room's epoch,
+    sent as ``since``/``epoch`` on rejoin. ``recovered``: outcome of the latest
+    rejoin (``None`` before any).
+    """
+
+    name: str
+    seq: int | None = None
+    epoch: str | None = None
+    joined: bool = False
+    recovered: bool | None = None
+
+
+@dataclass
+class _Pending:
+    future: asyncio.Future[Frame]
+    on_ok: Callable[[Frame], None] | None
+
+
+class _End:
+    """Marks the end of the message stream."""
+
+
+_END: Final = _End()
+
+
+class _Dropped(Exception):
+    """A connection ended with a reconnectable code (internal)."""
+
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class SquallClient:
+    """A reconnecting Squall client. ``await connect()``, then use the requests.
+
+    ``token``: an access token, or an async callable returning one; the callable is
+    called before every connection attempt, so it can renew an expired token.
+    ``on_message``: when given, every ``msg``/``dm``/``presence`` frame is passed to
+    it (awaited when it returns an awaitable) instead of :meth:`messages`.
+    ``max_queue``: frames buffered for :meth:`messages`; when it is full the client
+    stops reading the socket (backpressure) until the application catches up.
+    ``rng``: random source in ``[0, 1)`` for the backoff jitter (tests).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: TokenSource,
+        *,
+        encoding: Literal["msgpack", "json"] = "msgpack",
+        backoff: Backoff = DEFAULT_BACKOFF,
+        on_message: OnMessage | None = None,
+        auto_ack: bool = True,
+        request_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        ping_interval: float | None = 20.0,
+        max_queue: int = 1000,
+        headers: Mapping[str, str] | None = None,
+        rng: Callable[[], float] | None = None,
+    ) -> None:
+        if encoding not in SUBPROTOCOLS:
+            raise ValueError(f"encoding must be one of {sorted(SUBPROTOCOLS)}")
+        if max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
+        self.url = url
+        self.encoding = encoding
+        self.backoff = backoff
+        self.auto_ack = auto_ack
+        self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self.ping_interval = ping_interval
+        self._token_source: TokenSource = token
+        self._on_message = on_message
+        self._headers = dict(headers or {})
+        self._attempts = Attempts(backoff, rng)
+        self._ws: WebSocketClientConnection | None = None
+        self._bye: tuple[int | None, str] | None = None
+        self._welcome: Frame | None = None
+        self._connections = 0
+        self._next_id = 1
+        self._pending: dict[int, _Pending] = {}
+        self._rooms: dict[str, RoomState] = {}
+        self._queue: asyncio.Queue[Frame | _End] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(max_queue)
+        self._taken_dms: OrderedDict[str, bool] = OrderedDict()  # mid -> acked
+        self._ready = asyncio.Event()
+        self._done = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._final: SquallError | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- public state ----------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is up and every room was rejoined."""
+        return self._ready.is_set()
+
+    @property
+    def closed(self) -> bool:
+        """True once the client ended (see :attr:`error` for why)."""
+        return self._done.is_set()
+
+    @property
+    def error(self) -> SquallError | None:
+        """What ended the client, or ``None`` (still running, or closed by :meth:`close`)."""
+        return self._final
+
+    @property
+    def welcome(self) -> Frame | None:
+        """The ``welcome`` frame of the current (or last) connection."""
+        return self._welcome
+
+    @property
+    def connections(self) -> int:
+        """How many connections were established so far (1 + successful reconnects)."""
+        return self._connections
+
+    @property
+    def rooms(self) -> Mapping[str, RoomState]:
+        """Rooms joined (or being joined), by name. Read-only view."""
+        return dict(self._rooms)
+
+    # -- life cycle ------------------------------------------------------------
+
+    async def connect(self) -> Frame:
+        """Open the first connection and return its ``welcome``.
+
+        Raises :class:`AuthRefused` on an HTTP refusal, :class:`Closed` when the server
+        closes before ``welcome``, ``OSError``/``TimeoutError`` when it is unreachable.
+        Later connections are made automatically.
+        """
+        if self._task is not None or self._done.is_set():
+            raise RuntimeError("connect() may be called once per client")
+        try:
+            ws, welcome = await self._open()
+        except _Dropped as e:
+            raise ConnectionLost(e.code, e.reason) from None
+        self._attach(ws, welcome)
+        self._ready.set()
+        self._task = asyncio.create_task(self._run(ws))
+        return welcome
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection and stop reconnecting. Idempotent.
+
+        :meth:`messages` ends normally after the frames already received; pending
+        requests raise :class:`Closed`.
+        """
+        self._closing = True
+        self._wake.set()
+        ws = self._ws
+        if ws is not None:
+            ws.close(code, reason)
+        task = self._task
+        # The supervisor may be blocked on a full message queue or a connection attempt:
+        # stop it rather than wait. Called from on_message (inside it), it ends by itself
+        # once it reads the close.
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._finish(None)
+
+    async def __aenter__(self) -> SquallClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- requests --------------------------------------------------------------
+
+    async def join(self, room: str) -> Frame:
+        """Join ``room``; returns the ``ok`` (``room``, ``seq``, ``epoch``, ``recovered``).
+
+        The room is rejoined automatically after every reconnect until :meth:`leave`.
+        """
+        if room in self._rooms:
+            raise RequestFailed(409, "already joined")
+        state = RoomState(room)
+        self._rooms[room] = state
+        try:
+            return await self._request(
+                {"t": "join", "room": room}, lambda ok: self._joined(state, ok)
+            )
+        except BaseException:
+            if not state.joined and self._rooms.get(room) is state:
+                del self._rooms[room]
+            raise
+
+    async def leave(self, room: str) -> Frame:
+        """Leave ``room``; returns the ``ok``. Its messages stop being delivered."""
+
+        def forget(_ok: Frame) -> None:
+            self._rooms.pop(room, None)
+
+        return await self._request({"t": "leave", "room": room}, forget)
+
+    async def publish(self, room: str, data: Any) -> int:
+        """Publish ``data`` to a joined room; returns the ``seq`` assigned to it."""
+        ok = await self._request({"t": "pub", "room": room, "data": data})
+        return int(ok["seq"])
+
+    async def send(self, to: str, data: Any) -> Frame:
+        """Private message to user ``to``; returns the ``ok`` (``mid``, ``online``, ``queued``)."""
+        return await self._request({"t": "send", "to": to, "data": data})
+
+    async def presence(self, room: str) -> list[str]:
+        """User ids currently in ``room``, across all nodes."""
+        ok = await self._request({"t": "presence", "room": room})
+        return [str(u) for u in ok["users"]]
+
+    async def ping(self) -> float:
+        """Round-trip time of a ``ping``/``pong`` in seconds."""
+        loop = asyncio.get_running_loop()
+        await self._ready_or_raise()
+        start = loop.time()
+        await self._request({"t": "ping"})
+        return loop.time() - start
+
+    async def refresh(self, token: str) -> Frame:
+        """Hand the server a new access token for the same user; returns the ``ok`` (``exp``).
+
+        When the client was built with a token string, later reconnects use ``token``.
+        """
+
+        def keep(_ok: Frame) -> None:
+            if isinstance(self._token_source, str):
+                self._token_source = token
+
+        return await self._request({"t": "refresh", "token": token}, keep)
+
+    def ack(self, mid: str | list[str]) -> None:
+        """Acknowledge private messages (only needed with ``auto_ack=False``).
+
+        Best effort: when disconnected, the server redelivers the dm on the next
+        connection and the client acknowledges it again without yielding it.
+        """
+        mids = [mid] if isinstance(mid, str) else list(mid)
+        for m in mids:
+            self._remember_dm(m, acked=True)
+        self._send_ack(mids)
+
+    async def messages(self) -> AsyncIterator[Frame]:
+        """Room ``msg``, ``dm`` and ``presence`` frames, in arrival order.
+
+        Ends after the client was closed with :meth:`close`; raises the error that ended
+        it otherwise (e.g. :class:`Closed` for 4009), after yielding every frame
+        received before. With ``auto_ack`` a ``dm`` is acknowledged when the next frame
+        is requested, i.e. after the application handled it.
+        """
+        if self._on_message is not None:
+            raise RuntimeError("messages() is not available with on_message")
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, _End):
+                self._queue.put_nowait(item)  # other iterators end too
+                if self._final is not None:
+                    raise self._final
+                return
+            self._slots.release()
+            yield item
+            if item.get("t") == "dm" and self.auto_ack:
+                self.ack(str(item["mid"]))
+
+    # -- request machinery -----------------------------------------------------
+
+    async def _ready_or_raise(self) -> None:
+        """Wait for a usable connection; raise what ended the client."""
+        if not self._ready.is_set() and not self._done.is_set():
+            ready = asyncio.ensure_future(self._ready.wait())
+            done = asyncio.ensure_future(self._done.wait())
+            try:
+                await asyncio.wait(
+                    {ready, done},
+                    timeout=self.request_timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                ready.cancel()
+                done.cancel()
+        if self._done.is_set():
+            raise self._final or Closed(1000, "closed by the client")
+        if not self._ready.is_set():
+            raise TimeoutError("not connected")
+
+    async def _request(
+        self,
+        frame: Frame,
+        on_ok: Callable[[Frame], None] | None = None,
+        ws: WebSocketClientConnection | None = None,
+    ) -> Frame:
+        """Send ``frame`` with a fresh id; return its ``ok``/``pong`` or raise for ``err``.
+
+        ``on_ok`` runs in the reader, before any later frame is handled (room state
+        must be current when the messages following a join's ``ok`` arrive). ``ws``:
+        send on that connection without waiting for readiness (rejoins).
+        """
+        if ws is None:
+            await self._ready_or_raise()
+            ws = self._ws
+            assert ws is not None
+        rid = self._next_id
+        self._next_id += 1
+        fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = _Pending(fut, on_ok)
+        try:
+            self._write(ws, {**frame, "id": rid})
+            return await asyncio.wait_for(fut, self.request_timeout)
+        finally:
+            self._pending.pop(rid, None)
+
+    def _write(self, ws: WebSocketClientConnection, frame: Frame) -> None:
+        if self.encoding == "json":
+            payload: bytes | str = json.dumps(frame, separators=(",", ":"))
+        else:
+            payload = msgpack.packb(frame, use_bin_type=True)
+        try:
+            sent = ws.write_message(payload, binary=self.encoding == "msgpack")
+        except WebSocketClosedError:
+            raise ConnectionLost(ws.close_code, "connection closed") from None
+        # a failed write shows up as a close on the reader side
+        sent.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def _send_ack(self, mids: list[str]) -> None:
+        ws = self._ws
+        if ws is None or not mids:
+            return
+        with contextlib.suppress(ConnectionLost):
+            self._write(ws, {"t": "ack", "mid": mids[0] if len(mids) == 1 else mids})
+
+    def _remember_dm(self, mid: str, acked: bool) -> None:
+        self._taken_dms[mid] = acked or self._taken_dms.get(mid, False)
+        self._taken_dms.move_to_end(mid)
+        while len(self._taken_dms) > _SEEN_DMS:
+            self._taken_dms.popitem(last=False)
+
+    # -- connections -----------------------------------------------------------
+
+    async def _token(self) -> str:
+        source = self._token_source
+        return source if isinstance(source, str) else await source()
+
+    async def _open(self) -> tuple[WebSocketClientConnection, Frame]:
+        """One connection attempt up to ``welcome``."""
+        token = await self._token()
+        headers = {**self._headers, "Authorization": f"Bearer {token}"}
+        request = HTTPRequest(
+            self.url,
+            headers=headers,
+            connect_timeout=self.connect_timeout,
+            request_timeout=self.connect_timeout,
+        )
+        protocol = SUBPROTOCOLS[self.encoding]
+        try:
+            ws = await websocket_connect(
+                request, subprotocols=[protocol], ping_interval=self.ping_interval
+            )
+        except HTTPClientError as e:
+            if e.response is None or e.code == 599:
+                raise  # timeout or network failure
+            raise _refusal(e.code, e.response.body, e.response.headers.get("Retry-After")) from None
+        chosen = ws.selected_subprotocol
+        if chosen != protocol and not (chosen is None and self.encoding == "msgpack"):
+            ws.close(1002, "subprotocol")
+            raise SquallError(f"server chose subprotocol {chosen!r}, not {protocol!r}")
+        self._bye = None
+        try:
+            while True:
+                frame = await asyncio.wait_for(self._read(ws), self.connect_timeout)
+                if frame is None:
+                    code, reason = self._close_info(ws)
+                    if code in NO_RECONNECT:
+                        raise Closed(code, reason)
+                    raise _Dropped(code, reason)
+                if frame.get("t") == "welcome":
+                    return ws, frame
+                if frame.get("t") == "bye":
+                    self._bye = (frame.get("code"), str(frame.get("reason", "")))
+        except BaseException:
+            ws.close()
+            raise
+
+    def _attach(self, ws: WebSocketClientConnection, welcome: Frame) -> None:
+        self._ws = ws
+        self._welcome = welcome
+        self._connections += 1
+        self._attempts.connected(asyncio.get_running_loop().time())
+
+    async def _read(self, ws: WebSocketClientConnection) -> Frame | None:
+        """Next decodable map from ``ws``, or ``None`` once it is closed."""
+        while True:
+            message = await ws.read_message()
+            if message is None:
+                return None
+            try:
+                if isinstance(message, str):
+                    frame = json.loads(message)
+                else:
+                    frame = msgpack.unpackb(message, raw=False)
+            except (ValueError, TypeError):
+                log.warning("undecodable frame from the server dropped")
+                continue
+            if isinstance(frame, dict):
+                return frame
+            log.warning("non-map frame from the server dropped")
+
+    def _close_info(self, ws: WebSocketClientConnection) -> tuple[int | None, str]:
+        code, reason = ws.close_code, ws.close_reason or ""
+        if code is None and self._bye is not None:
+            code, reason = self._bye
+        return code, reason
+
+    async def _run(self, ws: WebSocketClientConnection) -> None:
+        """Supervisor: read the connection; on a drop, back off, reconnect, rejoin."""
+        current: WebSocketClientConnection | None = ws
+        try:
+            while current is not None:
+                await self._pump(current)
+                code, reason = self._close_info(current)
+                current.close()  # releases tornado's protocol object (no-op on the wire)
+                self._ready.clear()
+                self._ws = None
+                self._attempts.disconnected(asyncio.get_running_loop().time())
+                if self._closing:
+                    break
+                if code in NO_RECONNECT:
+                    self._finish(Closed(code, reason))
+                    return
+                log.info("connection closed (%s %s); reconnecting", code, reason)
+                self._fail_pending(ConnectionLost(code, reason))
+                for name, state in list(self._rooms.items()):
+                    if not state.joined:
+                        del self._rooms[name]
+                current = await self._reconnect()
+        except Exception as e:  # a bug must not leave callers hanging
+            log.exception("client supervisor failed")
+            self._finish(Closed(None, f"client failure: {e!r}"))
+            return
+        self._finish(None)
+
+    async def _pump(self, ws: WebSocketClientConnection) -> None:
+        while True:
+            frame = await self._read(ws)
+            if frame is None:
+                return
+            await self._dispatch(frame)
+
+    async def _reconnect(self) -> WebSocketClientConnection | None:
+        """Connect again with backoff; ``None`` when the client ended meanwhile."""
+        retry_after = 0.0
+        while not self._closing:
+            delay = max(self._attempts.next_delay(), retry_after)
+            retry_after = 0.0
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            if self._closing:
+                return None
+            try:
+                ws, welcome = await self._open()
+            except AuthRefused as e:
+                if not _refusal_is_transient(e):
+                    self._finish(e)
+                    return None
+                retry_after = e.retry_after or 0.0
+                log.info("reconnect refused (%s); retrying", e.status)
+                continue
+            except Closed as e:
+                self._finish(e)
+                return None
+            except (_Dropped, OSError, StreamClosedError, HTTPClientError, TimeoutError) as e:
+                log.info("reconnect failed: %r", e)
+                continue
+            except Exception:
+                log.exception("reconnect attempt failed (token provider?)")
+                continue
+            if self._closing:
+                ws.close()
+                return None
+            self._attach(ws, welcome)
+            self._spawn(self._rejoin(ws))
+            return ws
+        return None
+
+    async def _rejoin(self, ws: WebSocketClientConnection) -> None:
+        """Rejoin every room with ``since``/``epoch``; mark the client ready."""
+        # rooms still being joined by the application are joined by its own request
+        states = [state for state in self._rooms.values() if state.joined]
+        results = await asyncio.gather(
+            *(self._rejoin_one(ws, state) for state in states), return_exceptions=True
+        )
+        retry = False
+        for state, result in zip(states, results, strict=True):
+            if isinstance(result, RequestFailed):
+                if result.code in (429, 503):
+                    retry = True
+                else:
+                    log.warning("rejoin of %r refused: %s; room dropped", state.name, result)
+                    if self._rooms.get(state.name) is state:
+                        del self._rooms[state.name]
+            elif isinstance(result, TimeoutError):
+                retry = True
+            elif isinstance(result, BaseException) and not isinstance(result, SquallError):
+                log.error("rejoin of %r failed", state.name, exc_info=result)
+        if ws is not self._ws:
+            return  # that connection is already gone
+        if retry:
+            ws.close(1000, "rejoin failed")  # the supervisor backs off and reconnects
+            return
+        self._ready.set()
+
+    async def _rejoin_one(self, ws: WebSocketClientConnection, state: RoomState) -> Frame:
+        frame: Frame = {"t": "join", "room": state.name}
+        if state.seq is not None and state.epoch is not None:
+            frame["since"] = state.seq
+            frame["epoch"] = state.epoch
+        return await self._request(frame, lambda ok: self._joined(state, ok, rejoin=True), ws)
+
+    def _joined(self, state: RoomState, ok: Frame, rejoin: bool = False) -> None:
+        """A join's ``ok``: every message up to ``ok.seq`` was delivered or is lost."""
+        state.joined = True
+        state.seq = int(ok["seq"])
+        state.epoch = str(ok["epoch"])
+        if rejoin:
+            state.recovered = bool(ok.get("recovered"))
+            if not state.recovered:
+                log.warning("room %r: messages missed while disconnected are lost", state.name)
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- inbound frames --------------------------------------------------------
+
+    async def _dispatch(self, frame: Frame) -> None:
+        t = frame.get("t")
+        if t in ("ok", "err", "pong"):
+            self._answer(frame)
+        elif t == "msg":
+            state = self._rooms.get(str(frame.get("room")))
+            seq = frame.get("seq")
+            if state is None or not isinstance(seq, int):
+                return  # a room we left (or never joined)
+            if state.seq is not None and seq <= state.seq:
+                return  # already delivered before the reconnect
+            state.seq = seq
+            await self._deliver(frame)
+        elif t == "presence":
+            if str(frame.get("room")) in self._rooms:
+                await self._deliver(frame)
+        elif t == "dm":
+            mid = str(frame.get("mid"))
+            if mid in self._taken_dms:
+                if self._taken_dms[mid]:
+                    self._send_ack([mid])  # the earlier ack was lost with its connection
+                return
+            self._remember_dm(mid, acked=False)
+            await self._deliver(frame)
+        elif t == "bye":
+            self._bye = (frame.get("code"), str(frame.get("reason", "")))
+
+    def _answer(self, frame: Frame) -> None:
+        rid = frame.get("id")
+        pending = self._pending.pop(rid, None) if isinstance(rid, int) else None
+        if pending is None or pending.future.done():
+            return  # timed out already, or an err without id
+        if frame["t"] == "err":
+            retry_after = frame.get("retry_after")
+            pending.future.set_exception(
+                RequestFailed(
+                    int(frame.get("code", 0)),
+                    str(frame.get("reason", "")),
+                    float(retry_after) if retry_after is not None else None,
+                )
+            )
+            return
+        if pending.on_ok is not None:
+            pending.on_ok(frame)
+        pending.future.set_result(frame)
+
+    async def _deliver(self, frame: Frame) -> None:
+        callback = self._on_message
+        if callback is None:
+            await self._slots.acquire()
+            self._queue.put_nowait(frame)
+            return
+        try:
+            result = callback(frame)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("on_message callback failed")
+            return  # an unhandled dm is not acked: it comes back on the next connection
+        if frame.get("t") == "dm" and self.auto_ack:
+            self.ack(str(frame["mid"]))
+
+    # -- ending ----------------------------------------------------------------
+
+    def _fail_pending(self, error: SquallError) -> None:
+        pending, self._pending = self._pending, {}
+        for p in pending.values():
+            if not p.future.done():
+                p.future.set_exception(error)
+
+    def _finish(self, error: SquallError | None) -> None:
+        """End the client once: fail what waits, end :meth:`messages`."""
+        if self._done.is_set():
+            return
+        self._final = error
+        self._ready.clear()
+        self._fail_pending(error or Closed(1000, "closed by the client"))
+        self._done.set()
+        self._queue.put_nowait(_END)
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            ws.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+
+def _refusal(status: int, body: bytes | None, retry_after: str | None) -> AuthRefused:
+    parsed: Any = {}
+    if body:
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(body)
+    after: float | None = None
+    if retry_after:
+        with contextlib.suppress(ValueError):
+            after = float(retry_after)
+    return AuthRefused(status, parsed if isinstance(parsed, dict) else {}, after)
+
+
+def _refusal_is_transient(e: AuthRefused) -> bool:
+    """503 (draining, full, backend down) and an IP lockout pass; bad tokens do not."""
+    if e.status == 503:
+        return True
+    return e.status == 429 and e.body.get("error") != "too_many_connections"

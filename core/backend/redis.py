@@ -1,0 +1,1116 @@
+"""The Redis backend: any number of nodes sharing one Redis (or Redis Cluster) are one server.
+
+Every guarantee of :class:`~core.backend.base.Backend` holds across nodes; how:
+
+* **Commands** go through one bounded, pooled ``redis.asyncio`` client (the hiredis
+  parser is used when installed) with socket timeouts and *no* client-side retries:
+  a retried ``publish`` whose first attempt did reach Redis would publish twice.
+  Every Redis error, socket error or timeout surfaces as
+  :class:`~core.backend.base.BackendUnavailable` within about ``socket_timeout_s``;
+  nothing hangs, nothing guesses.
+* **Atomicity**: every check-then-act is one Lua script of
+  :mod:`core.backend.redis_scripts`, on keys named by :mod:`core.backend.redis_keys`
+  (one hash tag per script, so Redis Cluster runs it on one slot). A room publish is
+  ONE ``EVALSHA``: seq, history, epoch and the ``PUBLISH`` happen in one step.
+* **Fan-out**: ONE pub/sub connection per node (on a cluster: one per master, with
+  sharded ``SSUBSCRIBE``/``SPUBLISH``) carries the node's mailbox, its liveness probe
+  and exactly the rooms passed to :meth:`RedisBackend.subscribe_room`. Redis delivers
+  one channel's messages in publish order, and the publish script assigns ``seq``
+  in that same order, so every node sees each room gap-free and in order while its
+  connection lives (at-most-once across a reconnect; clients recover by ``since``).
+* **Self-healing**: a supervisor task reconnects with capped, fully jittered
+  exponential backoff, resubscribes the node, probe and every wanted room channel,
+  and every ``probe_interval_s`` publishes to the probe channel expecting its own
+  message back within ``probe_timeout_s``; a silent (half-open) connection is thus
+  torn down and rebuilt. :attr:`RedisBackend.available` and
+  ``listener.on_availability`` follow these transitions, logged on
+  ``squall.backend.redis`` (URLs with the password masked).
+* **Time**: expiry scores use the injected clock's ``wall()`` (see
+  :mod:`core.backend.redis_scripts`); whole-key TTLs are Redis's own and only
+  collect garbage, except for bans, revoked tokens, nonces, refresh families and
+  lockout blocks, whose Redis TTL *is* their lifetime. Every key but a permanent
+  ban has a TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import secrets
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import msgpack
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+
+from core.backend import redis_scripts as lua
+from core.backend.backoff import FullJitterBackoff, RetryPolicy
+from core.backend.base import (
+    Admission,
+    Backend,
+    BackendListener,
+    BackendOptions,
+    BackendUnavailable,
+    DirectMessage,
+    Membership,
+    NodeCommand,
+    NodeOp,
+    Policy,
+    PresenceEvent,
+    Publication,
+    Recovery,
+    RoomPosition,
+    RotateOutcome,
+    SessionRecord,
+)
+from core.backend.redis_keys import RedisKeys, member, split_member
+from core.clock import Clock
+
+__all__ = ["RedisBackend", "mask_url"]
+
+log = logging.getLogger("squall.backend.redis")
+
+#: scheme -> (cluster?, scheme redis-py understands)
+_SCHEMES = {
+    "redis": (False, "redis"),
+    "rediss": (False, "rediss"),
+    "redis+cluster": (True, "redis"),
+    "rediss+cluster": (True, "rediss"),
+}
+#: Redis errors, socket errors and our own timeouts: all mean "cannot answer".
+_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+_JOIN, _LEAVE = "j", "l"
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password (userinfo or ``?password=``) replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+    query = urlencode(
+        [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)], safe="*"
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+# -- wire format (msgpack) ---------------------------------------------------------
+
+
+def _pack(obj: object) -> bytes:
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    return packed
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False)
+
+
+def _publication(room: str, payload: bytes) -> Publication:
+    seq, epoch, from_uid, ts, data, origin = _unpack(payload)
+    return Publication(room, seq, epoch, from_uid, ts, data, origin)
+
+
+def _room_message(room: str, payload: bytes) -> Publication | PresenceEvent:
+    """A room channel carries [seq, ...] publications and [marker, uid, origin] events."""
+    items = _unpack(payload)
+    if isinstance(items[0], int):
+        seq, epoch, from_uid, ts, data, origin = items
+        return Publication(room, seq, epoch, from_uid, ts, data, origin)
+    marker, uid, origin = items
+    return PresenceEvent(room, uid, "join" if marker == _JOIN else "leave", origin)
+
+
+def _dm_fields(dm: DirectMessage) -> tuple[str, str, str | None, bytes, int]:
+    return (dm.mid, dm.to_uid, dm.from_uid, dm.data, dm.ts)
+
+
+def _command(payload: bytes) -> NodeCommand:
+    op, code, reason, uid, conn_id, jti, dm = _unpack(payload)
+    return NodeCommand(
+        NodeOp(op), code, reason, uid, conn_id, jti, None if dm is None else DirectMessage(*dm)
+    )
+
+
+def _record(uid: str, conn_id: str, value: bytes) -> tuple[SessionRecord, int]:
+    """A registry entry ``<admission no>|<msgpack>`` -> (record, admission no)."""
+    number, _, blob = value.partition(b"|")
+    node_id, ip, connected_at, jti = _unpack(blob)
+    return SessionRecord(conn_id, uid, node_id, ip, connected_at, jti), int(number)
+
+
+def _pairs(flat: Sequence[Any]) -> Iterator[tuple[str, bytes]]:
+    for i in range(0, len(flat) - 1, 2):
+        yield flat[i].decode(), flat[i + 1]
+
+
+def _ms(seconds: float) -> int:
+    """A positive millisecond duration (Redis refuses a zero or negative expiry)."""
+    return max(1, math.ceil(seconds * 1000))
+
+
+def _client_name(node_id: str, role: str) -> str:
+    # CLIENT SETNAME refuses spaces and control characters.
+    safe = "".join(c if "!" <= c <= "~" else "_" for c in node_id)
+    return f"squall:{safe}:{role}"
+
+
+# -- pub/sub connection ------------------------------------------------------------
+
+
+class _Link:
+    """One pub/sub connection and its subscriptions.
+
+    Redis answers each (S)SUBSCRIBE/(S)UNSUBSCRIBE channel with one confirmation, in
+    command order, interleaved with messages; :meth:`request` waits for exactly
+    those, matched against a FIFO of waiters (sends are serialised so FIFO order is
+    send order). Any mismatch, unsolicited unsubscribe (cluster slot moved) or
+    read error ends the reader task, which the supervisor turns into a reconnect.
+    """
+
+    def __init__(
+        self,
+        conn: AbstractConnection,
+        sharded: bool,
+        probe_channel: bytes,
+        on_message: Callable[[bytes, bytes], None],
+        timeout_s: float,
+        name: str = "",
+    ) -> None:
+        self.conn = conn
+        #: the cluster node name (``host:port``) this link is connected to
+        self.name = name
+        self.probe_channel = probe_channel
+        self._on_message = on_message
+        self._timeout_s = timeout_s
+        s = b"s" if sharded else b""
+        self._sub, self._unsub, self._message = s + b"subscribe", s + b"unsubscribe", s + b"message"
+        #: (reply kind, channel, resolved True when confirmed / False when lost)
+        self._pending: deque[tuple[bytes, bytes, asyncio.Future[bool]]] = deque()
+        self._send_lock = asyncio.Lock()
+        self._probe: tuple[bytes, asyncio.Future[bool]] | None = None
+        self.reader: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        await self.conn.connect()  # type: ignore[no-untyped-call]
+        self.reader = asyncio.ensure_future(self._read())
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+            await asyncio.wait([self.reader])
+            if not self.reader.cancelled():
+                self.reader.exception()  # retrieved: the supervisor already reported it
+        self._resolve_all()
+        await self.conn.disconnect(nowait=True)
+
+    @property
+    def alive(self) -> bool:
+        return self.reader is not None and not self.reader.done()
+
+    async def request(self, subscribe: bool, channels: Sequence[bytes]) -> None:
+        """(Un)subscribe ``channels``; returns once Redis confirmed every one of them."""
+        if not channels:
+            return
+        kind = self._sub if subscribe else self._unsub
+        loop = asyncio.get_running_loop()
+        waiters: list[asyncio.Future[bool]] = []
+        async with self._send_lock:
+            if not self.alive:
+                raise ConnectionError("pub/sub connection is down")
+            for channel in channels:
+                waiters.append(loop.create_future())
+                self._pending.append((kind, channel, waiters[-1]))
+            # One command per channel: sharded channels of different slots may not share one.
+            packed = self.conn.pack_commands([(kind.upper(), ch) for ch in channels])
+            await self.conn.send_packed_command(packed, check_health=False)
+        done, _ = await asyncio.wait(waiters, timeout=self._timeout_s)
+        if len(done) < len(waiters):
+            raise TimeoutError(f"no {kind.decode()} confirmation within {self._timeout_s} s")
+        if not all(w.result() for w in waiters):
+            raise ConnectionError("pub/sub connection lost before confirmation")
+
+    async def probe(self, publish: Callable[[bytes, bytes], Any], token: bytes) -> None:
+        """Publish ``token`` on the probe channel and wait until it comes back here."""
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._probe = (token, waiter)
+        try:
+            await publish(self.probe_channel, token)
+            if not await waiter:
+                raise ConnectionError("pub/sub connection lost during the probe")
+        finally:
+            self._probe = None
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                reply = await self.conn.read_response(timeout=math.inf)
+                kind = reply[0]
+                if kind == self._message:
+                    if reply[1] == self.probe_channel:
+                        self._probe_arrived(reply[2])
+                    else:
+                        self._on_message(reply[1], reply[2])
+                elif kind in (self._sub, self._unsub):
+                    self._confirm(kind, reply[1])
+                else:
+                    raise ConnectionError(f"unexpected pub/sub reply {kind!r}")
+        finally:
+            self._resolve_all()
+
+    def _confirm(self, kind: bytes, channel: bytes) -> None:
+        if not self._pending:
+            raise ConnectionError(f"unsolicited {kind.decode()} of {channel!r}")
+        want_kind, want_channel, waiter = self._pending.popleft()
+        if (want_kind, want_channel) != (kind, channel):
+            raise ConnectionError("pub/sub confirmations out of order")
+        if not waiter.done():
+            waiter.set_result(True)
+
+    def _probe_arrived(self, token: bytes) -> None:
+        if self._probe is not None and self._probe[0] == token and not self._probe[1].done():
+            self._probe[1].set_result(True)
+
+    def _resolve_all(self) -> None:
+        # Waiters learn "lost" through a False result, never an unretrieved exception.
+        while self._pending:
+            waiter = self._pending.popleft()[2]
+            if not waiter.done():
+                waiter.set_result(False)
+        if self._probe is not None and not self._probe[1].done():
+            self._probe[1].set_result(False)
+
+
+# -- the backend -------------------------------------------------------------------
+
+
+class RedisBackend(Backend):
+    """A :class:`~core.backend.base.Backend` on Redis; see the module docstring.
+
+    ``url``: ``redis://``, ``rediss://`` (TLS, with the ``ssl_*`` options),
+    ``redis+cluster://`` or ``rediss+cluster://`` (any node of the cluster).
+    Constructing connects nothing; :meth:`start` does.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        options: BackendOptions,
+        clock: Clock,
+        url: str,
+        *,
+        ssl_ca_file: str | None = None,
+        ssl_cert_file: str | None = None,
+        ssl_key_file: str | None = None,
+        ssl_cert_reqs: str = "required",
+        probe_interval_s: float = 1.0,
+        probe_timeout_s: float = 3.0,
+        socket_timeout_s: float = 2.0,
+        max_connections: int = 64,
+        reconnect: RetryPolicy | None = None,
+    ) -> None:
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in _SCHEMES:
+            raise ValueError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")
+        cluster, plain_scheme = _SCHEMES[scheme]
+        tls = {"ssl_ca_file": ssl_ca_file, "ssl_cert_file": ssl_cert_file}
+        tls["ssl_key_file"] = ssl_key_file
+        if plain_scheme == "redis" and any(v is not None for v in tls.values()):
+            raise ValueError("ssl_* options need a rediss:// URL")
+        self.node_id = node_id
+        self.options = options
+        self._clock = clock
+        self._url = url
+        self._cluster = cluster
+        self._keys = RedisKeys(options.key_prefix)
+        self._scripts = lua.publishing("SPUBLISH" if cluster else "PUBLISH")
+        self._probe_interval_s = probe_interval_s
+        self._probe_timeout_s = probe_timeout_s
+        self._timeout_s = socket_timeout_s
+        self._retry = reconnect or RetryPolicy(FullJitterBackoff(base=0.05, cap=2.0))
+        kwargs: dict[str, Any] = {
+            "socket_timeout": socket_timeout_s,
+            "socket_connect_timeout": socket_timeout_s,
+            "health_check_interval": 10,
+            # No retries: a command that reached Redis must not be sent twice.
+            "retry": Retry(NoBackoff(), 0),
+            "client_name": _client_name(node_id, "cmd"),
+            # RESP2: works with any Redis >= 2.6 server and keeps pub/sub messages
+            # ordinary replies on the subscriber connection (RESP3 makes them pushes).
+            "protocol": 2,
+        }
+        if plain_scheme == "rediss":
+            kwargs.update(
+                ssl_ca_certs=ssl_ca_file,
+                ssl_certfile=ssl_cert_file,
+                ssl_keyfile=ssl_key_file,
+                ssl_cert_reqs=ssl_cert_reqs,
+            )
+        plain_url = plain_scheme + url[len(scheme) :]
+        self._client: Redis | RedisCluster
+        if cluster:
+            self._client = RedisCluster.from_url(
+                plain_url, max_connections=max_connections, **kwargs
+            )
+        else:
+            pool = BlockingConnectionPool.from_url(
+                plain_url, max_connections=max_connections, timeout=socket_timeout_s, **kwargs
+            )
+            self._client = Redis.from_pool(pool)
+        self._inflight = asyncio.Semaphore(max_connections)
+        self._listener: BackendListener | None = None
+        self._available = False
+        self._closed = False
+        self._supervisor: asyncio.Task[None] | None = None
+        self._links: list[_Link] = []
+        self._connected_once = False
+        #: room channel -> room, for every room passed to subscribe_room and not left
+        self._wanted: dict[bytes, str] = {}
+        self._node_channel = self._keys.node_channel(node_id).encode()
+        #: what close() deregisters: sessions and memberships written by this node
+        self._own_sessions: dict[str, SessionRecord] = {}
+        self._own_memberships: set[Membership] = set()
+        self._unique = itertools.count()
+        self._session_ttl_ms = _ms(options.session_ttl_s)
+        # Registry keys outlive their newest entry: their TTL only collects garbage.
+        self._registry_key_ttl_ms = 2 * self._session_ttl_ms + 1000
+
+    # -- life cycle ------------------------------------------------------------
+
+    async def start(self, listener: BackendListener) -> None:
+        """Connect, subscribe the mailbox and probe channels, pass one probe, then serve.
+
+        Raises :class:`BackendUnavailable` (and keeps nothing running) when Redis
+        cannot be reached; afterwards the supervisor keeps the connection alive.
+        The listener is told ``on_availability(True)`` soon after this returns.
+        """
+        if self._supervisor is not None or self._closed:
+            raise RuntimeError("RedisBackend.start() called twice or after close()")
+        self._listener = listener
+        try:
+            async with self._guard("connect"):
+                await self._load_scripts()
+                await self._connect()
+        except BackendUnavailable:
+            self._listener = None
+            raise
+        self._available = True
+        log.info("node %s connected to %s", self.node_id, mask_url(self._url))
+        asyncio.get_running_loop().call_soon(self._announce_start, listener)
+        self._supervisor = asyncio.ensure_future(self._supervise())
+
+    async def close(self) -> None:
+        """Deregister this node's sessions and memberships, stop delivery, disconnect.
+
+        Idempotent. Connections are released even when Redis is unreachable; the
+        deregistration failure is then raised as :class:`BackendUnavailable` (the
+        records expire after ``session_ttl_s`` anyway).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._listener = None
+        self._available = False
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.wait([self._supervisor])
+        failure: BackendUnavailable | None = None
+        try:
+            if self._supervisor is not None:  # never started: nothing registered
+                await self._deregister()
+        except BackendUnavailable as exc:
+            failure = exc
+            log.warning("node %s could not deregister: %s", self.node_id, exc)
+        await self._drop_links()
+        self._wanted.clear()
+        await self._client.aclose()
+        if failure is not None:
+            raise failure
+
+    @property
+    def available(self) -> bool:
+        """True while the pub/sub connection is up and the last probe came back."""
+        return self._available
+
+    def _announce_start(self, listener: BackendListener) -> None:
+        if listener is self._listener and self._available:
+            self._notify(listener, True)
+
+    async def _deregister(self) -> None:
+        sessions, self._own_sessions = list(self._own_sessions.values()), {}
+        memberships, self._own_memberships = list(self._own_memberships), set()
+        k = self._keys
+
+        def build(pipe: Any) -> None:
+            for r in sessions:
+                pipe.zrem(k.user_sessions(r.uid), r.conn_id)
+                pipe.hdel(k.user_records(r.uid), r.conn_id)
+            for m in memberships:
+                pipe.zrem(k.room_presence(m.room), member(m.uid, m.conn_id))
+                pipe.zrem(k.room_presence_lex(m.room), member(m.uid, m.conn_id))
+            pipe.delete(k.node_sessions(self.node_id))
+            pipe.zrem(k.nodes(), self.node_id)
+
+        await self._pipeline("deregister", build)
+
+    # -- supervisor: connect, watch, reconnect ----------------------------------
+
+    async def _supervise(self) -> None:
+        failures = 0
+        while True:
+            if not self._links:
+                try:
+                    await self._connect()
+                except Exception as exc:
+                    failures += 1
+                    self._mark(False, f"reconnect failed: {_describe(exc)}", exc)
+                    await asyncio.sleep(self._retry.delay(failures) or 0.0)
+                    continue
+                failures = 0
+                self._mark(True, "reconnected, every channel resubscribed")
+            try:
+                await self._watch()
+            except Exception as exc:
+                self._mark(False, _describe(exc), exc)
+            await self._drop_links()
+            # Jittered even the first time: nodes that lost Redis together spread out.
+            await asyncio.sleep(self._retry.delay(1) or 0.0)
+
+    def _mark(self, available: bool, reason: str, exc: Exception | None = None) -> None:
+        if exc is not None and not isinstance(exc, _FAILURES):
+            # Not a Redis or network failure: a bug. Loud, then heal like any failure.
+            log.error("pub/sub supervisor error for node %s", self.node_id, exc_info=exc)
+        if available == self._available:
+            return
+        self._available = available
+        if available:
+            log.info("redis available again for node %s: %s", self.node_id, reason)
+        else:
+            log.warning("redis unavailable for node %s: %s", self.node_id, reason)
+        self._notify(self._listener, available)
+
+    @staticmethod
+    def _notify(listener: BackendListener | None, available: bool) -> None:
+        if listener is None:
+            return
+        try:
+            listener.on_availability(available)
+        except Exception:
+            log.exception("listener.on_availability(%s) failed", available)
+
+    async def _connect(self) -> None:
+        """Open the link(s), subscribe mailbox + wanted rooms, pass one probe round."""
+        links = await self._open_links()
+        try:
+            plan: dict[int, list[bytes]] = {id(link): [link.probe_channel] for link in links}
+            for channel in [self._node_channel, *self._wanted]:
+                plan[id(self._route(channel, links))].append(channel)
+            for link in links:
+                await link.request(True, plan[id(link)])
+            await self._probe_all(links)
+        except BaseException:
+            for link in links:
+                await link.close()
+            raise
+        self._links = links
+        self._connected_once = True
+
+    async def _open_links(self) -> list[_Link]:
+        links: list[_Link] = []
+        try:
+            if isinstance(self._client, RedisCluster):
+                await self._client.initialize()
+                if self._connected_once:
+                    # A link died: slots may have moved (failover, resharding).
+                    await self._client.nodes_manager.initialize()
+                for i, node in enumerate(self._client.get_primaries()):
+                    probe = self._cluster_probe_channel(node.name, i)
+                    conn = node.connection_class(**node.connection_kwargs)
+                    links.append(self._make_link(conn, probe, node.name))
+                    await links[-1].open()
+            else:
+                pool = self._client.connection_pool
+                probe = self._keys.probe_channel(self.node_id).encode()
+                sub: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
+                links.append(self._make_link(sub, probe))
+                await links[-1].open()
+        except BaseException:
+            for link in links:
+                await link.close()
+            raise
+        return links
+
+    def _make_link(self, conn: AbstractConnection, probe_channel: bytes, name: str = "") -> _Link:
+        conn.client_name = _client_name(self.node_id, "sub")
+        return _Link(conn, self._cluster, probe_channel, self._dispatch, self._timeout_s, name)
+
+    def _cluster_probe_channel(self, node_name: str, index: int) -> bytes:
+        """A probe channel whose slot the master ``node_name`` owns (one per master)."""
+        assert isinstance(self._client, RedisCluster)
+        base = self._keys.probe_channel(self.node_id)
+        for n in range(1 << 20):
+            channel = f"{base}:{index}:{n}"
+            if self._owner(channel) == node_name:
+                return channel.encode()
+        raise ConnectionError(f"no probe channel found for {node_name}")
+
+    def _owner(self, channel: str) -> str:
+        """Name of the master serving ``channel``'s slot (cluster only)."""
+        assert isinstance(self._client, RedisCluster)
+        node = self._client.get_node_from_key(channel)
+        if node is None:
+            raise ConnectionError(f"no master serves the slot of {channel!r}")
+        return node.name
+
+    def _route(self, channel: bytes, links: list[_Link]) -> _Link:
+        """The link that carries ``channel``: the only one, or its slot's master's."""
+        if not isinstance(self._client, RedisCluster):
+            return links[0]
+        owner = self._owner(channel.decode())
+        for link in links:
+            if link.name == owner:
+                return link
+        raise ConnectionError(f"slot of {channel!r} moved to {owner}: topology changed")
+
+    async def _watch(self) -> None:
+        """Return (raising) as soon as a reader dies or a probe fails."""
+        prober = asyncio.ensure_future(self._probe_forever())
+        tasks: list[asyncio.Task[None]] = [prober]
+        tasks += [link.reader for link in self._links if link.reader is not None]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+            raise ConnectionError("pub/sub reader stopped")
+        finally:
+            prober.cancel()
+            await asyncio.wait([prober])
+
+    async def _probe_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._probe_interval_s)
+            await self._probe_all(self._links)
+
+    async def _probe_all(self, links: list[_Link]) -> None:
+        token = f"{self._clock.wall():.6f}:{next(self._unique)}".encode()
+        try:
+            async with asyncio.timeout(self._probe_timeout_s):
+                await asyncio.gather(*(link.probe(self._publish, token) for link in links))
+        except TimeoutError:
+            raise ConnectionError(
+                f"liveness probe not back within {self._probe_timeout_s} s (half-open?)"
+            ) from None
+
+    async def _drop_links(self) -> None:
+        links, self._links = self._links, []
+        for link in links:
+            await link.close()
+
+    def _dispatch(self, channel: bytes, payload: bytes) -> None:
+        """Decode once, hand to the listener; a bad message or listener bug is logged."""
+        listener = self._listener
+        if listener is None:
+            return
+        try:
+            if channel == self._node_channel:
+                listener.on_command(_command(payload))
+                return
+            room = self._wanted.get(channel)
+            if room is None:
+                return  # unsubscribed while in flight
+            item = _room_message(room, payload)
+            if isinstance(item, Publication):
+                listener.on_publication(item)
+            else:
+                listener.on_presence(item)
+        except Exception:
+            log.exception("dropped a message on %r", channel)
+
+    # -- plumbing ----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """Hold one of ``max_connections`` command slots.
+
+        The cluster client's per-node pools raise instead of waiting when exhausted,
+        so in-flight commands are bounded here; a slot not free within
+        ``socket_timeout_s`` is a failure like any other.
+        """
+        if self._inflight.locked():
+            try:
+                await asyncio.wait_for(self._inflight.acquire(), self._timeout_s)
+            except TimeoutError:
+                raise ConnectionError(f"no free Redis connection for {self._timeout_s} s") from None
+        else:
+            await self._inflight.acquire()  # free: returns at once
+        try:
+            yield
+        finally:
+            self._inflight.release()
+
+    @asynccontextmanager
+    async def _guard(self, what: str) -> AsyncIterator[None]:
+        """A slot, and every failure turned into :class:`BackendUnavailable`."""
+        try:
+            async with self._slot():
+                yield
+        except _FAILURES as exc:
+            raise BackendUnavailable(f"{what}: {_describe(exc)}") from exc
+
+    async def _load_scripts(self) -> None:
+        scripts = [s for s in vars(lua).values() if isinstance(s, lua.Script)]
+        scripts += [self._scripts.publish, self._scripts.presence_join]
+        scripts.append(self._scripts.presence_leave)
+        for script in scripts:
+            await self._client.script_load(script.source)
+
+    async def _eval(self, script: lua.Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        async with self._guard(script.name):
+            try:
+                return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                # Redis restarted or SCRIPT FLUSH: EVAL runs it and caches it again.
+                return await self._client.eval(script.source, len(keys), *keys, *args)
+
+    async def _pipeline(self, what: str, build: Callable[[Any], None]) -> list[Any]:
+        """Run the commands ``build`` queues in one round trip (no MULTI).
+
+        Commands queued here must be idempotent: after a NOSCRIPT the scripts are
+        loaded and the whole pipeline runs once more.
+        """
+        for attempt in (1, 2):
+            pipe = self._client.pipeline(transaction=False)
+            build(pipe)
+            async with self._guard(what):
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+            errors = [r for r in results if isinstance(r, Exception)]
+            if attempt == 1 and any(isinstance(e, NoScriptError) for e in errors):
+                async with self._guard(what):
+                    await self._load_scripts()
+                continue
+            if errors:
+                raise BackendUnavailable(f"{what}: {_describe(errors[0])}") from errors[0]
+            return results
+        raise AssertionError("unreachable")
+
+    async def _publish(self, channel: bytes, payload: bytes) -> None:
+        async with self._slot():
+            if isinstance(self._client, RedisCluster):
+                await self._client.execute_command("SPUBLISH", channel, payload)
+            else:
+                await self._client.publish(channel, payload)
+
+    def _now_ms(self) -> int:
+        return int(self._clock.wall() * 1000)
+
+    def _unique_member(self, now_ms: int) -> str:
+        return f"{now_ms}:{self.node_id}:{next(self._unique)}"
+
+    # -- rooms -----------------------------------------------------------------
+
+    async def subscribe_room(self, room: str) -> None:
+        """See :meth:`Backend.subscribe_room`; returns once Redis confirmed.
+
+        Raises :class:`BackendUnavailable` while the pub/sub connection is down; the
+        room is then not wanted (call again once available).
+        """
+        channel = self._keys.room_channel(room).encode()
+        self._wanted[channel] = room
+        try:
+            if not self._links:
+                raise ConnectionError("pub/sub connection is down")
+            await self._route(channel, self._links).request(True, [channel])
+        except _FAILURES as exc:
+            self._wanted.pop(channel, None)
+            raise BackendUnavailable(f"subscribe {room!r}: {_describe(exc)}") from exc
+
+    async def unsubscribe_room(self, room: str) -> None:
+        """See :meth:`Backend.unsubscribe_room`: delivery stops at once, never raises.
+
+        If Redis cannot confirm, the stale server-side subscription is only filtered
+        out until the next reconnect.
+        """
+        channel = self._keys.room_channel(room).encode()
+        if self._wanted.pop(channel, None) is None or not self._links:
+            return
+        try:
+            await self._route(channel, self._links).request(False, [channel])
+        except _FAILURES as exc:
+            log.debug("unsubscribe %r not confirmed: %s", room, _describe(exc))
+
+    async def publish(
+        self, room: str, data: bytes, from_uid: str | None, ts: int, origin: str | None = None
+    ) -> Publication:
+        """See :meth:`Backend.publish`: one ``EVALSHA`` (one round trip) in all."""
+        k = self._keys
+        # The array header (1 byte, 0x94) is dropped: the script prepends [seq, epoch].
+        tail = memoryview(_pack((from_uid, ts, data, origin)))[1:]
+        seq, epoch = await self._eval(
+            self._scripts.publish,
+            (k.room_meta(room), k.room_history(room)),
+            (
+                k.room_channel(room),
+                tail,
+                secrets.token_hex(8),
+                self.options.history_size,
+                _ms(self.options.history_ttl_s),
+            ),
+        )
+        return Publication(room, seq, epoch.decode(), from_uid, ts, data, origin)
+
+    async def _room_state(self, room: str, since: int | None, epoch: str | None) -> Any:
+        k = self._keys
+        return await self._eval(
+            lua.ROOM_STATE,
+            (k.room_meta(room), k.room_history(room)),
+            (
+                secrets.token_hex(8),
+                _ms(self.options.history_ttl_s),
+                "" if since is None else since,
+                epoch or "",
+            ),
+        )
+
+    async def position(self, room: str) -> RoomPosition:
+        seq, epoch = await self._room_state(room, None, None)
+        return RoomPosition(seq, epoch.decode())
+
+    async def recover(self, room: str, since: int, epoch: str | None) -> Recovery:
+        """See :meth:`Backend.recover`; reads position and history in one script."""
+        state = await self._room_state(room, since, epoch)
+        position = RoomPosition(state[0], state[1].decode())
+        if epoch is not None and epoch != position.epoch:
+            return Recovery([], position, recovered=False)
+        if since >= position.seq:
+            return Recovery([], position, recovered=True)
+        pubs = [p for p in (_publication(room, raw) for raw in state[2]) if p.seq > since]
+        return Recovery(pubs, position, recovered=bool(pubs) and pubs[0].seq == since + 1)
+
+    # -- presence --------------------------------------------------------------
+
+    async def presence_join(self, m: Membership, announce: bool) -> bool:
+        """See :meth:`Backend.presence_join`; joining again only extends, returns False."""
+        k = self._keys
+        now = self._now_ms()
+        first = await self._eval(
+            self._scripts.presence_join,
+            (k.room_presence(m.room), k.room_presence_lex(m.room)),
+            (
+                now,
+                now + self._session_ttl_ms,
+                m.uid,
+                member(m.uid, m.conn_id),
+                k.room_channel(m.room) if announce else "",
+                _pack((_JOIN, m.uid, m.conn_id)) if announce else b"",
+                self._registry_key_ttl_ms,
+            ),
+        )
+        self._own_memberships.add(m)
+        return bool(first)
+
+    async def presence_leave(self, m: Membership, announce: bool) -> bool:
+        """See :meth:`Backend.presence_leave`; an unknown or expired ``m`` gives False."""
+        k = self._keys
+        last = await self._eval(
+            self._scripts.presence_leave,
+            (k.room_presence(m.room), k.room_presence_lex(m.room)),
+            (
+                self._now_ms(),
+                m.uid,
+                member(m.uid, m.conn_id),
+                k.room_channel(m.room) if announce else "",
+                _pack((_LEAVE, m.uid, m.conn_id)) if announce else b"",
+            ),
+        )
+        self._own_memberships.discard(m)
+        return bool(last)
+
+    async def presence_members(self, room: str) -> list[str]:
+        k = self._keys
+        raw = await self._eval(
+            lua.PRESENCE_MEMBERS,
+            (k.room_presence(room), k.room_presence_lex(room)),
+            (self._now_ms(),),
+        )
+        return sorted({split_member(v.decode())[0] for v in raw})
+
+    # -- session registry ------------------------------------------------------
+
+    async def admit(self, record: SessionRecord, limit: int, policy: Policy) -> Admission:
+        """See :meth:`Backend.admit`: one script on the user's slot decides (atomic);
+        then the session is indexed under its node for :meth:`cluster_counts`.
+
+        The index lives on another slot, so it is written afterwards (one pipeline)
+        and then checked (one more round trip): a concurrent admission may have
+        evicted this record in between, and its un-indexing may have run before this
+        indexing. The record is still reported admitted then (with ``kick_oldest`` it
+        was, and was evicted at once: the evicting caller sends the 4009).
+
+        Raises ValueError for ``limit < 1`` or an unknown policy (caller bugs).
+        """
+        if limit < 1 or policy not in ("reject", "kick_oldest"):
+            raise ValueError(f"bad admission limit/policy: {limit!r}/{policy!r}")
+        k = self._keys
+        now = self._now_ms()
+        expiry = now + self._session_ttl_ms
+        blob = _pack((record.node_id, record.ip, record.connected_at, record.jti))
+        result = await self._eval(
+            lua.ADMIT,
+            (k.user_sessions(record.uid), k.user_records(record.uid)),
+            (now, expiry, limit, policy, record.conn_id, blob, self._registry_key_ttl_ms),
+        )
+        if result[0] == 0:
+            return Admission(admitted=False)
+        evicted = [_record(record.uid, conn, value)[0] for conn, value in _pairs(result[1:])]
+        self._own_sessions[record.conn_id] = record
+        for old in evicted:
+            self._own_sessions.pop(old.conn_id, None)
+
+        entry = member(record.uid, record.conn_id)
+
+        def build(pipe: Any) -> None:
+            self._index_node(pipe, record.node_id, {entry: expiry})
+            for old in evicted:
+                pipe.zrem(k.node_sessions(old.node_id), member(old.uid, old.conn_id))
+
+        await self._pipeline("admit", build)
+        async with self._guard("admit"):
+            if await self._client.zscore(k.user_sessions(record.uid), record.conn_id) is None:
+                await self._client.zrem(k.node_sessions(record.node_id), entry)
+        return Admission(admitted=True, evicted=evicted)
+
+    def _index_node(self, pipe: Any, node_id: str, members: dict[str, int]) -> None:
+        k = self._keys
+        expiry = max(members.values(), default=self._now_ms() + self._session_ttl_ms)
+        if members:
+            pipe.zadd(k.node_sessions(node_id), members)
+            pipe.pexpire(k.node_sessions(node_id), self._registry_key_ttl_ms)
+        pipe.zadd(k.nodes(), {node_id: expiry})
+        pipe.pexpire(k.nodes(), self._registry_key_ttl_ms)
+
+    async def release(self, record: SessionRecord) -> None:
+        k = self._keys
+
+        def build(pipe: Any) -> None:
+            pipe.zrem(k.user_sessions(record.uid), record.conn_id)
+            pipe.hdel(k.user_records(record.uid), record.conn_id)
+            pipe.zrem(k.node_sessions(record.node_id), member(record.uid, record.conn_id))
+
+        await self._pipeline("release", build)
+        self._own_sessions.pop(record.conn_id, None)
+
+    async def sessions_of(self, uid: str) -> list[SessionRecord]:
+        k = self._keys
+        flat = await self._eval(
+            lua.SESSIONS, (k.user_sessions(uid), k.user_records(uid)), (self._now_ms(),)
+        )
+        found = [_record(uid, conn, value) for conn, value in _pairs(flat)]
+        found.sort(key=lambda item: (item[0].connected_at, item[1]))
+        return [record for record, _ in found]
+
+    async def refresh(
+        self, sessions: Sequence[SessionRecord], memberships: Sequence[Membership]
+    ) -> None:
+        """See :meth:`Backend.refresh`: ONE pipeline (no MULTI), one script per user,
+        room and node, each extending live entries only (an expired one stays gone).
+        Also keeps this node listed for :meth:`cluster_counts`."""
+        k = self._keys
+        now = self._now_ms()
+        expiry = now + self._session_ttl_ms
+        head = (now, expiry, self._registry_key_ttl_ms)
+        users: dict[str, list[str]] = {}
+        nodes: dict[str, list[str]] = {}
+        rooms: dict[str, list[str]] = {}
+        for r in sessions:
+            users.setdefault(r.uid, []).append(r.conn_id)
+            nodes.setdefault(r.node_id, []).append(member(r.uid, r.conn_id))
+        for m in memberships:
+            rooms.setdefault(m.room, []).append(member(m.uid, m.conn_id))
+        sha = lua.EXTEND.sha
+
+        def build(pipe: Any) -> None:
+            for uid, conns in users.items():
+                pipe.execute_command(
+                    "EVALSHA", sha, 2, k.user_sessions(uid), k.user_records(uid), *head, *conns
+                )
+            for node, members in nodes.items():
+                pipe.execute_command("EVALSHA", sha, 1, k.node_sessions(node), *head, *members)
+            for room, members in rooms.items():
+                keys = (k.room_presence(room), k.room_presence_lex(room))
+                pipe.execute_command("EVALSHA", sha, 2, *keys, *head, *members)
+            pipe.zremrangebyscore(k.node_sessions(self.node_id), "-inf", now)
+            self._index_node(pipe, self.node_id, {})
+
+        await self._pipeline("refresh", build)
+
+    async def cluster_counts(self) -> dict[str, int]:
+        """Live sessions per node id; nodes without any are absent (two round trips)."""
+        k = self._keys
+        now = self._now_ms()
+
+        def listing(pipe: Any) -> None:
+            pipe.zremrangebyscore(k.nodes(), "-inf", now)
+            pipe.zrange(k.nodes(), 0, -1)
+
+        nodes = [n.decode() for n in (await self._pipeline("cluster_counts", listing))[1]]
+
+        def counting(pipe: Any) -> None:
+            for node in nodes:
+                pipe.zcount(k.node_sessions(node), f"({now}", "+inf")
+
+        counts = await self._pipeline("cluster_counts", counting) if nodes else []
+        return {node: n for node, n in zip(nodes, counts, strict=True) if n > 0}
+
+    async def send_command(self, node_id: str, command: NodeCommand) -> None:
+        """See :meth:`Backend.send_command`: one PUBLISH to the node's mailbox channel."""
+        dm = None if command.dm is None else _dm_fields(command.dm)
+        c = command
+        payload = _pack((c.op.value, c.code, c.reason, c.uid, c.conn_id, c.jti, dm))
+        async with self._guard("send_command"):
+            await self._publish(self._keys.node_channel(node_id).encode(), payload)
+
+    # -- bans and revoked tokens -----------------------------------------------
+
+    async def ban(self, uid: str, ttl_s: int | None) -> None:
+        """``SET <prefix>auth:<uid> banned [EX ttl_s]``. Raises ValueError for ``ttl_s <= 0``."""
+        if ttl_s is not None and ttl_s <= 0:
+            raise ValueError(f"ttl_s must be positive, got {ttl_s!r}")
+        async with self._guard("ban"):
+            await self._client.set(self._keys.ban(uid), "banned", ex=ttl_s)
+
+    async def unban(self, uid: str) -> None:
+        async with self._guard("unban"):
+            await self._client.delete(self._keys.ban(uid))
+
+    async def is_banned(self, uid: str) -> bool:
+        async with self._guard("is_banned"):
+            return await self._client.get(self._keys.ban(uid)) == b"banned"
+
+    async def revoke_jti(self, jti: str, until: int) -> None:
+        """Blacklist ``jti`` for ``until - now`` ms (clock's wall time); a past ``until``
+        stores nothing."""
+        ttl_ms = until - self._now_ms()
+        if ttl_ms > 0:
+            async with self._guard("revoke_jti"):
+                await self._client.set(self._keys.revoked(jti), "1", px=ttl_ms)
+
+    async def is_revoked(self, jti: str) -> bool:
+        async with self._guard("is_revoked"):
+            return bool(await self._client.exists(self._keys.revoked(jti)))
+
+    # -- refresh-token families ------------------------------------------------
+
+    async def family_start(self, family: str, token_id: str, ttl_s: int) -> None:
+        """Create (or replace) ``family`` with live token ``token_id`` for ``ttl_s``."""
+        await self._eval(lua.FAMILY_START, (self._keys.family(family),), (token_id, _ms(ttl_s)))
+
+    async def family_rotate(
+        self, family: str, presented: str, new_id: str, ttl_s: int
+    ) -> RotateOutcome:
+        """See :meth:`Backend.family_rotate`; ROTATED extends the family by ``ttl_s``.
+
+        A token that never belonged to the family is UNKNOWN and changes nothing.
+        """
+        outcome = await self._eval(
+            lua.FAMILY_ROTATE, (self._keys.family(family),), (presented, new_id, _ms(ttl_s))
+        )
+        return RotateOutcome(outcome.decode())
+
+    async def family_revoke(self, family: str) -> None:
+        await self._eval(lua.FAMILY_REVOKE, (self._keys.family(family),), ())
+
+    # -- nonces, lockouts, rate limits -----------------------------------------
+
+    async def claim_nonce(self, nonce: str, ttl_s: int) -> bool:
+        """``SET NX PX``; a ``ttl_s <= 0`` claim succeeds and stores nothing (as in memory)."""
+        if ttl_s <= 0:
+            return True
+        async with self._guard("claim_nonce"):
+            return bool(
+                await self._client.set(self._keys.nonce(nonce), "1", nx=True, px=_ms(ttl_s))
+            )
+
+    async def record_auth_failure(
+        self, ip: str, failures: int, window_s: float, block_s: float
+    ) -> float:
+        """See :meth:`Backend.record_auth_failure`.
+
+        While blocked, failures are not counted (the block is not extended); a block
+        starts a fresh window, so after it ends ``failures`` new ones are needed.
+        """
+        k = self._keys
+        now = self._now_ms()
+        blocked_ms = await self._eval(
+            lua.LOCKOUT_FAIL,
+            (k.lockout_failures(ip), k.lockout_block(ip)),
+            (now, _ms(window_s), failures, _ms(block_s), self._unique_member(now)),
+        )
+        return int(blocked_ms) / 1000
+
+    async def lockout_remaining(self, ip: str) -> float:
+        async with self._guard("lockout_remaining"):
+            until = await self._client.get(self._keys.lockout_block(ip))
+        return 0.0 if until is None else max(0, int(until) - self._now_ms()) / 1000
+
+    async def rate_hit(self, key: str, limit: int, window_s: float) -> float:
+        """See :meth:`Backend.rate_hit`. Raises ValueError for ``limit < 1``."""
+        if limit < 1:
+            raise ValueError(f"limit must be positive, got {limit!r}")
+        now = self._now_ms()
+        wait_ms = await self._eval(
+            lua.RATE_HIT,
+            (self._keys.rate(key),),
+            (now, _ms(window_s), limit, self._unique_member(now)),
+        )
+        return int(wait_ms) / 1000
+
+    # -- offline inbox ---------------------------------------------------------
+
+    async def inbox_put(self, dm: DirectMessage) -> bool:
+        """See :meth:`Backend.inbox_put`; False only when ``offline_max_messages < 1``.
+
+        Putting a known ``mid`` again replaces the message in place.
+        """
+        if self.options.offline_max_messages < 1:
+            return False
+        k = self._keys
+        await self._eval(
+            lua.INBOX_PUT,
+            (k.inbox_order(dm.to_uid), k.inbox_messages(dm.to_uid)),
+            (
+                dm.mid,
+                _pack(_dm_fields(dm)),
+                self.options.offline_max_messages,
+                _ms(self.options.offline_ttl_s),
+            ),
+        )
+        return True
+
+    async def inbox_list(self, uid: str) -> list[DirectMessage]:
+        k = self._keys
+        raw = await self._eval(lua.INBOX_LIST, (k.inbox_order(uid), k.inbox_messages(uid)), ())
+        return [DirectMessage(*_unpack(value)) for value in raw]
+
+    async def inbox_ack(self, uid: str, mids: Sequence[str]) -> int:
+        if not mids:
+            return 0
+        k = self._keys
+        removed = await self._eval(
+            lua.INBOX_ACK, (k.inbox_order(uid), k.inbox_messages(uid)), tuple(mids)
+        )
+        return int(removed)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

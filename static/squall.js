@@ -1,0 +1,630 @@
+/*
+ * squall.js: browser client for the Squall v1 protocol (JSON subprotocol).
+ * Plain ES2020, no dependencies, no build step. Served by the node at /squall.js.
+ *
+ *   const client = new Squall.SquallClient("/ws", { token: () => getToken() });
+ *   client.on("msg", (m) => console.log(m.room, m.seq, m.data));
+ *   await client.connect();
+ *   await client.join("lobby");
+ *   await client.publish("lobby", { text: "hi" });
+ *
+ * Guarantees (PROTOCOL.md v1):
+ * - each request promise resolves with its `ok` (or `pong`) or rejects with
+ *   RequestFailed(code, reason, retryAfter) for its `err`; exactly one outcome;
+ * - after any close except 4001, 4003, 4009, 4010, 4029 (1012 "draining" included)
+ *   or a network drop, the client waits min(cap, base * 2^n) * random() seconds
+ *   (full jitter; n resets after a connection stayed up `resetAfter` seconds),
+ *   asks the token provider again, reconnects with ?token=, and rejoins every
+ *   joined room with `since` (last seq seen) and `epoch`; the server replays what
+ *   was missed, and msgs whose seq is not above the last one seen are dropped, so
+ *   each room's messages reach the handlers in seq order without duplicates;
+ * - requests made while reconnecting wait for the new connection and its rejoins;
+ *   requests in flight when the connection dropped reject with ConnectionLost;
+ * - a non-reconnectable close ends the client: pending and later requests reject
+ *   with Closed(code, reason) and the "closed" event fires once;
+ * - dm frames are acknowledged after every "dm" handler returned (or the promise it
+ *   returned resolved); a dm redelivered after a reconnect is not emitted twice.
+ *
+ * Browsers do not expose the HTTP status of a refused handshake (bad token: the
+ * socket just closes with 1006). The first connect() rejects in that case; later
+ * reconnects keep retrying with backoff (the token provider is asked every time).
+ */
+(function (root, factory) {
+  "use strict";
+  const api = factory();
+  if (typeof module === "object" && module.exports) {
+    module.exports = api;
+  } else {
+    root.Squall = api;
+  }
+})(typeof self !== "undefined" ? self : this, function () {
+  "use strict";
+
+  const SUBPROTOCOL = "squall.v1.json";
+  const NO_RECONNECT = new Set([4001, 4003, 4009, 4010, 4029]);
+  const SEEN_DMS = 4096;
+  const EVENTS = ["msg", "dm", "presence", "state", "welcome", "rejoin", "closed"];
+
+  class SquallError extends Error {}
+
+  class RequestFailed extends SquallError {
+    constructor(code, reason, retryAfter) {
+      super(code + " " + reason);
+      this.name = "RequestFailed";
+      this.code = code;
+      this.reason = reason;
+      this.retryAfter = retryAfter === undefined ? null : retryAfter;
+    }
+  }
+
+  class Closed extends SquallError {
+    constructor(code, reason) {
+      super("closed: " + code + " " + (reason || ""));
+      this.name = "Closed";
+      this.code = code;
+      this.reason = reason || "";
+    }
+  }
+
+  class ConnectionLost extends SquallError {
+    constructor(code, reason) {
+      super("connection lost: " + code + " " + (reason || ""));
+      this.name = "ConnectionLost";
+      this.code = code;
+      this.reason = reason || "";
+    }
+  }
+
+  class RequestTimeout extends SquallError {
+    constructor(what) {
+      super("timed out: " + what);
+      this.name = "RequestTimeout";
+    }
+  }
+
+  /** Upper bound of the delay (s) before retry number `attempt` (0-based). */
+  function backoffCeiling(attempt, base, cap) {
+    return Math.min(cap, base * Math.pow(2, Math.min(attempt, 64)));
+  }
+
+  /** Full-jitter delay in seconds: uniform in [0, ceiling). */
+  function backoffDelay(attempt, base, cap, random) {
+    return (random || Math.random)() * backoffCeiling(attempt, base, cap);
+  }
+
+  /** A ws:// or wss:// URL for `url`, which may be relative to the page ("/ws"). */
+  function absoluteWsUrl(url) {
+    if (/^wss?:\/\//i.test(url)) return url;
+    const loc = typeof location !== "undefined" ? location : null;
+    if (!loc) throw new TypeError("relative URL outside a browser: " + url);
+    const u = new URL(url, loc.href);
+    u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
+    return u.toString();
+  }
+
+  class SquallClient {
+    /**
+     * @param {string} url  ws(s):// URL of /ws, or a path relative to the page.
+     * @param {object} options
+     *   token: string | () => Promise<string>   (asked before every connection)
+     *   backoff: {base: 0.5, cap: 30, resetAfter: 10}   (seconds)
+     *   autoAck: true          acknowledge dms after the handlers ran
+     *   requestTimeout: 10000  ms, also bounds waiting for a reconnect
+     *   connectTimeout: 10000  ms, from opening the socket to `welcome`
+     *   random: Math.random    jitter source (tests)
+     *   WebSocket: the WebSocket class (defaults to the global one)
+     */
+    constructor(url, options) {
+      const opts = options || {};
+      if (opts.token === undefined) throw new TypeError("options.token is required");
+      this.url = url;
+      this._tokenSource = opts.token;
+      const b = opts.backoff || {};
+      this.backoff = {
+        base: b.base === undefined ? 0.5 : b.base,
+        cap: b.cap === undefined ? 30 : b.cap,
+        resetAfter: b.resetAfter === undefined ? 10 : b.resetAfter,
+      };
+      this.autoAck = opts.autoAck !== false;
+      this.requestTimeout = opts.requestTimeout || 10000;
+      this.connectTimeout = opts.connectTimeout || 10000;
+      this._random = opts.random || Math.random;
+      this._WebSocket = opts.WebSocket || (typeof WebSocket !== "undefined" ? WebSocket : null);
+      this._handlers = {};
+      for (const e of EVENTS) this._handlers[e] = new Set();
+      this._ws = null;
+      this._state = "idle"; // idle | connecting | open | reconnecting | closed
+      this._ready = false;
+      this._waiters = new Set(); // {resolve, reject} waiting for readiness
+      this._pending = new Map(); // id -> {resolve, reject, onOk, timer}
+      this._nextId = 1;
+      this._rooms = new Map(); // name -> {name, seq, epoch, joined, recovered}
+      this._dms = new Map(); // mid -> acked (insertion ordered, bounded)
+      this._attempt = 0;
+      this._upSince = null;
+      this._timer = null;
+      this._closing = false;
+      this._final = null;
+      this._started = false;
+      this.welcome = null;
+      this.connections = 0;
+      this._onOnline = () => {
+        if (this._state === "reconnecting" && this._timer !== null) {
+          clearTimeout(this._timer);
+          this._timer = null;
+          this._reconnect();
+        }
+      };
+    }
+
+    // -- events ---------------------------------------------------------------
+
+    /** Subscribe to "msg" | "dm" | "presence" | "state" | "welcome" | "rejoin" | "closed". */
+    on(event, fn) {
+      if (!this._handlers[event]) throw new TypeError("unknown event " + event);
+      this._handlers[event].add(fn);
+      return () => this.off(event, fn);
+    }
+
+    off(event, fn) {
+      if (this._handlers[event]) this._handlers[event].delete(fn);
+    }
+
+    _emit(event, arg, extra) {
+      const results = [];
+      for (const fn of this._handlers[event]) {
+        try {
+          results.push(fn(arg, extra));
+        } catch (err) {
+          console.error("squall: " + event + " handler failed", err);
+          results.push(Promise.reject(err));
+        }
+      }
+      return results;
+    }
+
+    get state() {
+      return this._state;
+    }
+
+    get connected() {
+      return this._ready;
+    }
+
+    /** Rooms joined (or being joined): name -> {seq, epoch, joined, recovered}. */
+    get rooms() {
+      const out = {};
+      for (const [name, s] of this._rooms) out[name] = Object.assign({}, s);
+      return out;
+    }
+
+    _setState(state, info) {
+      if (this._state === state) return;
+      this._state = state;
+      this._emit("state", state, info || {});
+    }
+
+    // -- life cycle -------------------------------------------------------------
+
+    /** Open the first connection; resolves with `welcome`, rejects with Closed. */
+    async connect() {
+      if (this._started) throw new SquallError("connect() may be called once");
+      this._started = true;
+      this._setState("connecting");
+      let opened;
+      try {
+        opened = await this._open();
+      } catch (err) {
+        const code = err && typeof err.code === "number" ? err.code : 1006;
+        this._finish(err instanceof Closed ? err : new Closed(code, String(err && err.message)));
+        throw this._final;
+      }
+      if (typeof addEventListener === "function") addEventListener("online", this._onOnline);
+      this._attach(opened.ws, opened.welcome);
+      this._markReady();
+      return opened.welcome;
+    }
+
+    /** Close and stop reconnecting. Pending requests reject with Closed(1000). */
+    close(code, reason) {
+      this._closing = true;
+      const ws = this._ws;
+      if (ws) ws.close(code || 1000, reason || "");
+      this._finish(null);
+    }
+
+    async _token() {
+      const src = this._tokenSource;
+      return typeof src === "function" ? await src() : src;
+    }
+
+    /** One attempt: socket open and `welcome` received. */
+    _open() {
+      return new Promise((resolve, reject) => {
+        this._token().then((token) => {
+          if (this._closing) return reject(new Closed(1000, "closed by the client"));
+          if (!this._WebSocket) return reject(new SquallError("no WebSocket available"));
+          const base = absoluteWsUrl(this.url);
+          const url = base + (base.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
+          let ws;
+          try {
+            ws = new this._WebSocket(url, SUBPROTOCOL);
+          } catch (err) {
+            return reject(err);
+          }
+          let welcomed = false;
+          let bye = null;
+          const timer = setTimeout(() => {
+            if (!welcomed) {
+              ws.close();
+              reject(new ConnectionLost(null, "no welcome in time"));
+            }
+          }, this.connectTimeout);
+          ws.onmessage = (ev) => {
+            let frame;
+            try {
+              frame = JSON.parse(ev.data);
+            } catch (err) {
+              return; // not ours to interpret; the server never sends this
+            }
+            if (frame === null || typeof frame !== "object" || Array.isArray(frame)) return;
+            if (frame.t === "bye") bye = frame; // its code stands in for a missing close code
+            if (welcomed) return this._dispatch(ws, frame);
+            if (frame.t === "welcome") {
+              welcomed = true;
+              clearTimeout(timer);
+              if (ws.protocol && ws.protocol !== SUBPROTOCOL) {
+                ws.close(1000, "subprotocol");
+                return reject(new SquallError("server chose subprotocol " + ws.protocol));
+              }
+              resolve({ ws: ws, welcome: frame });
+            }
+          };
+          ws.onclose = (ev) => {
+            const code = ev.code === 1005 || ev.code === 1006 ? (bye ? bye.code : ev.code) : ev.code;
+            const reason = ev.reason || (bye ? bye.reason : "");
+            if (!welcomed) {
+              clearTimeout(timer);
+              welcomed = true; // settled
+              return reject(
+                NO_RECONNECT.has(code) ? new Closed(code, reason) : new ConnectionLost(code, reason)
+              );
+            }
+            this._onClose(ws, code, reason);
+          };
+        }, reject);
+      });
+    }
+
+    _attach(ws, welcome) {
+      this._ws = ws;
+      this.welcome = welcome;
+      this.connections += 1;
+      this._upSince = Date.now();
+      this._lastSeen = Date.now();
+      this._startWatchdog(ws, welcome.hb);
+      this._emit("welcome", welcome);
+    }
+
+    _markReady() {
+      this._ready = true;
+      this._setState("open");
+      const waiters = Array.from(this._waiters);
+      this._waiters.clear();
+      for (const w of waiters) w.resolve();
+    }
+
+    /**
+     * Liveness: when nothing arrived for a heartbeat interval, send a ping; when it
+     * is not answered, drop the connection and reconnect (a half-open TCP connection
+     * can otherwise hang a browser for minutes).
+     */
+    _startWatchdog(ws, hb) {
+      const interval = Math.max(5, Number(hb) || 25) * 1000;
+      const tick = () => {
+        if (ws !== this._ws) return;
+        if (Date.now() - this._lastSeen >= interval) {
+          this._request({ t: "ping" }, null, ws).catch((err) => {
+            if (err instanceof RequestTimeout && ws === this._ws) {
+              this._onClose(ws, 4408, "no answer to ping");
+              ws.close();
+            }
+          });
+        }
+        ws._squallWatchdog = setTimeout(tick, interval);
+      };
+      ws._squallWatchdog = setTimeout(tick, interval);
+    }
+
+    _onClose(ws, code, reason) {
+      clearTimeout(ws._squallWatchdog);
+      if (ws !== this._ws) return;
+      this._ws = null;
+      this._ready = false;
+      if (this._upSince !== null && Date.now() - this._upSince >= this.backoff.resetAfter * 1000) {
+        this._attempt = 0;
+      }
+      this._upSince = null;
+      if (this._closing || this._final) return this._finish(null);
+      if (NO_RECONNECT.has(code)) return this._finish(new Closed(code, reason));
+      this._failPending(new ConnectionLost(code, reason));
+      for (const [name, s] of this._rooms) if (!s.joined) this._rooms.delete(name);
+      this._scheduleReconnect({ code: code, reason: reason });
+    }
+
+    _scheduleReconnect(info) {
+      const delay = backoffDelay(this._attempt, this.backoff.base, this.backoff.cap, this._random);
+      this._attempt += 1;
+      this._setState("reconnecting", Object.assign({ delay: delay }, info));
+      this._timer = setTimeout(() => {
+        this._timer = null;
+        this._reconnect();
+      }, delay * 1000);
+    }
+
+    async _reconnect() {
+      if (this._closing || this._final) return;
+      let opened;
+      try {
+        opened = await this._open();
+      } catch (err) {
+        if (this._closing || this._final) return;
+        if (err instanceof Closed) return this._finish(err);
+        return this._scheduleReconnect({ code: err.code === undefined ? null : err.code });
+      }
+      if (this._closing || this._final) {
+        opened.ws.close(1000, "");
+        return;
+      }
+      this._attach(opened.ws, opened.welcome);
+      this._rejoin(opened.ws);
+    }
+
+    async _rejoin(ws) {
+      const states = Array.from(this._rooms.values()).filter((s) => s.joined);
+      const results = await Promise.allSettled(
+        states.map((s) => {
+          const frame = { t: "join", room: s.name };
+          if (s.seq !== null && s.epoch !== null) {
+            frame.since = s.seq;
+            frame.epoch = s.epoch;
+          }
+          return this._request(frame, (ok) => this._joined(s, ok, true), ws);
+        })
+      );
+      if (ws !== this._ws) return;
+      let retry = false;
+      results.forEach((r, i) => {
+        const s = states[i];
+        if (r.status === "fulfilled") {
+          this._emit("rejoin", { room: s.name, recovered: s.recovered, seq: s.seq });
+          return;
+        }
+        const err = r.reason;
+        if (err instanceof RequestTimeout || (err instanceof RequestFailed && (err.code === 429 || err.code === 503))) {
+          retry = true;
+        } else if (err instanceof RequestFailed) {
+          if (this._rooms.get(s.name) === s) this._rooms.delete(s.name);
+          this._emit("rejoin", { room: s.name, error: err });
+        }
+      });
+      if (retry) {
+        this._onClose(ws, 1000, "rejoin failed");
+        ws.close(1000, "rejoin failed");
+        return;
+      }
+      this._markReady();
+    }
+
+    _joined(state, ok, rejoin) {
+      state.joined = true;
+      state.seq = ok.seq;
+      state.epoch = ok.epoch;
+      if (rejoin) state.recovered = !!ok.recovered;
+    }
+
+    _finish(error) {
+      if (this._state === "closed") return;
+      this._final = error || new Closed(1000, "closed by the client");
+      this._ready = false;
+      if (this._timer !== null) clearTimeout(this._timer);
+      this._timer = null;
+      if (typeof removeEventListener === "function") removeEventListener("online", this._onOnline);
+      this._failPending(this._final);
+      const waiters = Array.from(this._waiters);
+      this._waiters.clear();
+      for (const w of waiters) w.reject(this._final);
+      const ws = this._ws;
+      this._ws = null;
+      if (ws) {
+        clearTimeout(ws._squallWatchdog);
+        ws.close(1000, "");
+      }
+      this._setState("closed", error ? { code: error.code, reason: error.reason } : {});
+      this._emit("closed", error);
+    }
+
+    _failPending(error) {
+      const pending = Array.from(this._pending.values());
+      this._pending.clear();
+      for (const p of pending) {
+        clearTimeout(p.timer);
+        p.reject(error);
+      }
+    }
+
+    // -- requests ---------------------------------------------------------------
+
+    _whenReady() {
+      if (this._state === "closed") return Promise.reject(this._final);
+      if (this._ready) return Promise.resolve();
+      return new Promise((resolve, reject) => {
+        const w = {
+          resolve: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+          reject: (e) => {
+            clearTimeout(timer);
+            reject(e);
+          },
+        };
+        const timer = setTimeout(() => {
+          this._waiters.delete(w);
+          reject(new RequestTimeout("not connected"));
+        }, this.requestTimeout);
+        this._waiters.add(w);
+      });
+    }
+
+    /** Send `frame` with a fresh id; resolve with its ok/pong, reject on err. */
+    async _request(frame, onOk, ws) {
+      if (!ws) {
+        await this._whenReady();
+        ws = this._ws;
+      }
+      const id = this._nextId++;
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          this._pending.delete(id);
+          reject(new RequestTimeout(frame.t));
+        }, this.requestTimeout);
+        this._pending.set(id, { resolve: resolve, reject: reject, onOk: onOk, timer: timer });
+        try {
+          ws.send(JSON.stringify(Object.assign({}, frame, { id: id })));
+        } catch (err) {
+          clearTimeout(timer);
+          this._pending.delete(id);
+          reject(new ConnectionLost(null, String(err && err.message)));
+        }
+      });
+    }
+
+    /** Join a room; resolves with the ok {room, seq, epoch, recovered}. Rejoined after reconnects. */
+    async join(room) {
+      if (this._rooms.has(room)) throw new RequestFailed(409, "already joined");
+      const state = { name: room, seq: null, epoch: null, joined: false, recovered: null };
+      this._rooms.set(room, state);
+      try {
+        return await this._request({ t: "join", room: room }, (ok) => this._joined(state, ok, false));
+      } catch (err) {
+        if (!state.joined && this._rooms.get(room) === state) this._rooms.delete(room);
+        throw err;
+      }
+    }
+
+    leave(room) {
+      return this._request({ t: "leave", room: room }, () => this._rooms.delete(room));
+    }
+
+    /** Publish to a joined room; resolves with the seq assigned. */
+    async publish(room, data) {
+      const ok = await this._request({ t: "pub", room: room, data: data });
+      return ok.seq;
+    }
+
+    /** Private message; resolves with {mid, online, queued}. */
+    send(to, data) {
+      return this._request({ t: "send", to: to, data: data });
+    }
+
+    /** User ids in the room, across all nodes. */
+    async presence(room) {
+      const ok = await this._request({ t: "presence", room: room });
+      return ok.users;
+    }
+
+    /** Round-trip time in milliseconds. */
+    async ping() {
+      await this._whenReady();
+      const start = performance.now();
+      await this._request({ t: "ping" });
+      return performance.now() - start;
+    }
+
+    /** New access token for the same user; later reconnects use it when `token` was a string. */
+    refresh(token) {
+      return this._request({ t: "refresh", token: token }, () => {
+        if (typeof this._tokenSource === "string") this._tokenSource = token;
+      });
+    }
+
+    /** Acknowledge dms (needed only with autoAck: false). Best effort while disconnected. */
+    ack(mid) {
+      const mids = Array.isArray(mid) ? mid : [mid];
+      for (const m of mids) this._rememberDm(m, true);
+      this._sendAck(mids);
+    }
+
+    _sendAck(mids) {
+      const ws = this._ws;
+      if (!ws || !mids.length) return;
+      try {
+        ws.send(JSON.stringify({ t: "ack", mid: mids.length === 1 ? mids[0] : mids }));
+      } catch (err) {
+        // redelivered on the next connection, and acked again then
+      }
+    }
+
+    _rememberDm(mid, acked) {
+      const before = this._dms.get(mid) || false;
+      this._dms.delete(mid);
+      this._dms.set(mid, acked || before);
+      while (this._dms.size > SEEN_DMS) this._dms.delete(this._dms.keys().next().value);
+    }
+
+    // -- inbound ----------------------------------------------------------------
+
+    _dispatch(ws, frame) {
+      if (ws === this._ws) this._lastSeen = Date.now();
+      const t = frame.t;
+      if (t === "ok" || t === "err" || t === "pong") {
+        const p = this._pending.get(frame.id);
+        if (!p) return;
+        this._pending.delete(frame.id);
+        clearTimeout(p.timer);
+        if (t === "err") {
+          p.reject(new RequestFailed(frame.code, frame.reason, frame.retry_after));
+        } else {
+          if (p.onOk) p.onOk(frame);
+          p.resolve(frame);
+        }
+      } else if (t === "msg") {
+        const s = this._rooms.get(frame.room);
+        if (!s || typeof frame.seq !== "number") return;
+        if (s.seq !== null && frame.seq <= s.seq) return; // replayed and already seen
+        s.seq = frame.seq;
+        this._emit("msg", frame);
+      } else if (t === "presence") {
+        if (this._rooms.has(frame.room)) this._emit("presence", frame);
+      } else if (t === "dm") {
+        const mid = frame.mid;
+        if (this._dms.has(mid)) {
+          if (this._dms.get(mid)) this._sendAck([mid]);
+          return;
+        }
+        this._rememberDm(mid, false);
+        const results = this._emit("dm", frame);
+        if (this.autoAck) {
+          Promise.all(results).then(
+            () => this.ack(mid),
+            () => {} // a failed handler: not acked, redelivered on the next connection
+          );
+        }
+      }
+    }
+  }
+
+  return {
+    SquallClient: SquallClient,
+    SquallError: SquallError,
+    RequestFailed: RequestFailed,
+    Closed: Closed,
+    ConnectionLost: ConnectionLost,
+    RequestTimeout: RequestTimeout,
+    NO_RECONNECT: NO_RECONNECT,
+    SUBPROTOCOL: SUBPROTOCOL,
+    backoffCeiling: backoffCeiling,
+    backoffDelay: backoffDelay,
+  };
+});
