@@ -35,6 +35,9 @@ class Transport(Protocol):
     def close(self, code: int, reason: str) -> None:
         """Send a close frame with ``code`` and close the connection."""
 
+    def abort(self) -> None:
+        """Drop the connection now, discarding whatever is still buffered."""
+
 
 class Connection:
     """State of one WebSocket connection on this node.
@@ -123,5 +126,9 @@ class Connection:
             self.transport.send(Outbound(lambda _enc: payload), self.encoding)
         self.closed = True
         self.transport.close(code, reason)
+        if code == CloseCode.SLOW_CONSUMER:
+            # It is not reading: waiting for its close handshake would keep the full
+            # buffer alive for the protocol's grace period. Free it now.
+            self.transport.abort()
         if self.on_closed is not None:
             self.on_closed(code)

@@ -66,3 +66,8 @@ class TornadoTransport:
 
     def close(self, code: int, reason: str) -> None:
         self._handler.close(code, reason)
+
+    def abort(self) -> None:
+        proto = self._proto
+        if proto is not None:
+            proto._abort()

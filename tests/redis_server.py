@@ -2,7 +2,9 @@
 
 :class:`RedisServer` runs one server on a free loopback port in its own temporary
 directory, without persistence (``--save '' --appendonly no``); it can be stopped
-and restarted on the same port, or frozen (SIGSTOP), to test reconnects.
+and restarted on the same port, or frozen (SIGSTOP), to test reconnects; with
+``tls=True`` it speaks only TLS and requires client certificates (:class:`TlsFiles`,
+a throw-away CA made on the spot).
 :class:`RedisClusterServers` runs three masters (no replicas) joined by
 ``redis-cli --cluster create``.
 
@@ -17,17 +19,33 @@ first use, stopped at interpreter exit); tests isolate themselves with a unique
 from __future__ import annotations
 
 import atexit
+import datetime
 import functools
+import ipaddress
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RedisClusterServers", "RedisServer", "free_port", "ping", "shared_server"]
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+__all__ = [
+    "RedisClusterServers",
+    "RedisServer",
+    "TlsFiles",
+    "free_port",
+    "ping",
+    "shared_server",
+]
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
@@ -56,14 +74,85 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def ping(port: int, timeout: float = 0.5) -> bool:
+def ping(port: int, timeout: float = 0.5, tls: TlsFiles | None = None) -> bool:
     """True when a Redis on 127.0.0.1:``port`` answers PING (PONG, or NOAUTH: it is up)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+            s = (
+                raw
+                if tls is None
+                else tls.client_context().wrap_socket(raw, server_hostname="127.0.0.1")
+            )
             s.sendall(b"PING\r\n")
             return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a throw-away CA, a server certificate for 127.0.0.1 and a client one."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    @classmethod
+    def create(cls, directory: Path) -> TlsFiles:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "squall test CA")])
+        ca = _certificate(ca_name, ca_name, ca_key.public_key(), ca_key, is_ca=True)
+        files = cls(
+            *(directory / n for n in ("ca.crt", "srv.crt", "srv.key", "cli.crt", "cli.key"))
+        )
+        files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        for cert_file, key_file, name in (
+            (files.server_cert, files.server_key, "127.0.0.1"),
+            (files.client_cert, files.client_key, "squall client"),
+        ):
+            key = ec.generate_private_key(ec.SECP256R1())
+            subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+            cert = _certificate(subject, ca_name, key.public_key(), ca_key, is_ca=False)
+            cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+            key_file.write_bytes(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+        return files
+
+    def client_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        ctx.load_cert_chain(str(self.client_cert), str(self.client_key))
+        return ctx
+
+
+def _certificate(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    signer: ec.EllipticCurvePrivateKey,
+    is_ca: bool,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+    )
+    if not is_ca:
+        san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+        builder = builder.add_extension(san, critical=False)
+    return builder.sign(signer, hashes.SHA256())
 
 
 def _wait(predicate: Callable[[], bool], what: str, timeout: float = START_TIMEOUT_S) -> None:
@@ -77,15 +166,31 @@ def _wait(predicate: Callable[[], bool], what: str, timeout: float = START_TIMEO
 class RedisServer:
     """One ``redis-server`` on a free loopback port. Use :meth:`start` / :meth:`stop`."""
 
-    def __init__(self, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, port: int | None = None, extra_args: tuple[str, ...] = (), tls: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.extra_args = extra_args
         self.dir = Path(tempfile.mkdtemp(prefix=f"squall-redis-{self.port}-"))
+        #: with ``tls``: TLS only, client certificates required (mutual TLS)
+        self.tls = TlsFiles.create(self.dir) if tls else None
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+
+    def _listen_args(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return [
+            "--port", "0",
+            "--tls-port", str(self.port),
+            "--tls-cert-file", str(self.tls.server_cert),
+            "--tls-key-file", str(self.tls.server_key),
+            "--tls-ca-cert-file", str(self.tls.ca),
+            "--tls-auth-clients", "yes",
+        ]  # fmt: skip
 
     @property
     def running(self) -> bool:
@@ -97,7 +202,7 @@ class RedisServer:
             return self
         args = [
             "redis-server",
-            "--port", str(self.port),
+            *self._listen_args(),
             "--bind", "127.0.0.1",
             "--save", "",
             "--appendonly", "no",
@@ -114,7 +219,7 @@ class RedisServer:
             if self._proc is not None and self._proc.poll() is not None:
                 tail = (self.dir / "redis.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"redis-server on {self.port} exited:\n{tail}")
-            return ping(self.port)
+            return ping(self.port, tls=self.tls)
 
         try:
             _wait(ready, f"redis-server on port {self.port}")

@@ -116,8 +116,9 @@ def _unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False)
 
 
-def _publication(room: str, payload: bytes) -> Publication:
-    seq, epoch, from_uid, ts, data, origin = _unpack(payload)
+def _publication(room: str, items: Sequence[Any]) -> Publication:
+    """From the unpacked array [seq, epoch, from, ts, data, origin] the publish script built."""
+    seq, epoch, from_uid, ts, data, origin = items
     return Publication(room, seq, epoch, from_uid, ts, data, origin)
 
 
@@ -125,8 +126,7 @@ def _room_message(room: str, payload: bytes) -> Publication | PresenceEvent:
     """A room channel carries [seq, ...] publications and [marker, uid, origin] events."""
     items = _unpack(payload)
     if isinstance(items[0], int):
-        seq, epoch, from_uid, ts, data, origin = items
-        return Publication(room, seq, epoch, from_uid, ts, data, origin)
+        return _publication(room, items)
     marker, uid, origin = items
     return PresenceEvent(room, uid, "join" if marker == _JOIN else "leave", origin)
 
@@ -323,9 +323,8 @@ class RedisBackend(Backend):
         if scheme not in _SCHEMES:
             raise ValueError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")
         cluster, plain_scheme = _SCHEMES[scheme]
-        tls = {"ssl_ca_file": ssl_ca_file, "ssl_cert_file": ssl_cert_file}
-        tls["ssl_key_file"] = ssl_key_file
-        if plain_scheme == "redis" and any(v is not None for v in tls.values()):
+        tls_files = (ssl_ca_file, ssl_cert_file, ssl_key_file)
+        if plain_scheme == "redis" and any(f is not None for f in tls_files):
             raise ValueError("ssl_* options need a rediss:// URL")
         self.node_id = node_id
         self.options = options
@@ -399,7 +398,6 @@ class RedisBackend(Backend):
         self._listener = listener
         try:
             async with self._guard("connect"):
-                await self._load_scripts()
                 await self._connect()
         except BackendUnavailable:
             self._listener = None
@@ -474,7 +472,14 @@ class RedisBackend(Backend):
                 except Exception as exc:
                     failures += 1
                     self._mark(False, f"reconnect failed: {_describe(exc)}", exc)
-                    await asyncio.sleep(self._retry.delay(failures) or 0.0)
+                    delay = self._retry.delay(failures) or 0.0
+                    log.debug(
+                        "node %s: reconnect %d failed, next in %.2f s",
+                        self.node_id,
+                        failures,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
                     continue
                 failures = 0
                 self._mark(True, "reconnected, every channel resubscribed")
@@ -509,7 +514,10 @@ class RedisBackend(Backend):
             log.exception("listener.on_availability(%s) failed", available)
 
     async def _connect(self) -> None:
-        """Open the link(s), subscribe mailbox + wanted rooms, pass one probe round."""
+        """Load the scripts, open the link(s), subscribe mailbox + probe + wanted rooms,
+        pass one probe round. Only then is the node (again) available."""
+        # A restarted Redis lost its script cache: reload so publish stays one EVALSHA.
+        await self._load_scripts()
         links = await self._open_links()
         try:
             plan: dict[int, list[bytes]] = {id(link): [link.probe_channel] for link in links}
@@ -721,17 +729,20 @@ class RedisBackend(Backend):
     async def subscribe_room(self, room: str) -> None:
         """See :meth:`Backend.subscribe_room`; returns once Redis confirmed.
 
-        Raises :class:`BackendUnavailable` while the pub/sub connection is down; the
-        room is then not wanted (call again once available).
+        Raises :class:`BackendUnavailable` while the pub/sub connection is down; a room
+        not subscribed before is then not wanted (call again once available).
         """
         channel = self._keys.room_channel(room).encode()
+        already = channel in self._wanted
         self._wanted[channel] = room
         try:
             if not self._links:
                 raise ConnectionError("pub/sub connection is down")
+            # Sent even when already wanted: a first call may still await its confirmation.
             await self._route(channel, self._links).request(True, [channel])
         except _FAILURES as exc:
-            self._wanted.pop(channel, None)
+            if not already:  # an earlier successful subscribe stays in force
+                self._wanted.pop(channel, None)
             raise BackendUnavailable(f"subscribe {room!r}: {_describe(exc)}") from exc
 
     async def unsubscribe_room(self, room: str) -> None:
@@ -793,7 +804,8 @@ class RedisBackend(Backend):
             return Recovery([], position, recovered=False)
         if since >= position.seq:
             return Recovery([], position, recovered=True)
-        pubs = [p for p in (_publication(room, raw) for raw in state[2]) if p.seq > since]
+        pubs = [_publication(room, _unpack(raw)) for raw in state[2]]
+        pubs = [p for p in pubs if p.seq > since]
         return Recovery(pubs, position, recovered=bool(pubs) and pubs[0].seq == since + 1)
 
     # -- presence --------------------------------------------------------------

@@ -361,6 +361,30 @@ async def test_redis_url_password_is_masked_in_logs(caplog: pytest.LogCaptureFix
     assert secret not in logged and guess not in logged
 
 
+@pytest.mark.gen_test(timeout=20)
+async def test_rediss_with_mutual_tls(redis_nodes: RedisNodes) -> None:
+    with RedisServer(tls=True) as server:
+        assert server.tls is not None
+        files = server.tls
+        nodes = RedisNodes(server.url)
+        try:
+            (a, rec_a) = await nodes.start(
+                "a",
+                ssl_ca_file=str(files.ca),
+                ssl_cert_file=str(files.client_cert),
+                ssl_key_file=str(files.client_key),
+            )
+            await a.subscribe_room("r")
+            pub = await a.publish("r", b"", None, 0)
+            await rec_a.wait_for(lambda: pub in rec_a.publications)
+        finally:
+            await nodes.aclose()
+        with pytest.raises(BackendUnavailable):  # the server requires a client certificate
+            await RedisNodes(server.url).start("b", ssl_ca_file=str(files.ca))
+    with pytest.raises(ValueError):  # TLS files with a plain redis:// URL: a config error
+        await redis_nodes.start("c", ssl_ca_file=str(files.ca))
+
+
 # -- reconnect policy --------------------------------------------------------------
 
 
@@ -394,6 +418,12 @@ async def test_cluster_fan_out_and_admission(
     for backend in (a, b):
         for room in rooms:
             await backend.subscribe_room(room)
+    for server in redis_cluster.servers:  # sharded: each master carries its rooms' channels
+        admin = redis.asyncio.Redis.from_url(server.url)
+        try:
+            assert await admin.execute_command("PUBSUB", "SHARDCHANNELS")
+        finally:
+            await admin.aclose()
     pubs = await asyncio.gather(
         *(node.publish(room, b"", None, 0) for room in rooms for node in (a, b) for _ in range(5))
     )
@@ -416,3 +446,34 @@ async def test_cluster_fan_out_and_admission(
     assert await a.command_user("alice", kick) == 2
     for rec in (rec_a, rec_b):
         await rec.wait_for(lambda rec=rec: rec.commands == [kick])
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_cluster_links_heal_after_their_connections_are_killed(
+    redis_cluster: RedisClusterServers, redis_nodes: RedisNodes
+) -> None:
+    (a, rec_a), (b, _) = [await redis_nodes.start(n, url=redis_cluster.url, **FAST) for n in "ab"]
+    rooms = [f"room{i}" for i in range(12)]
+    for room in rooms:
+        await a.subscribe_room(room)
+    await rec_a.wait_for(lambda: rec_a.availability == [True])
+    for server in redis_cluster.servers:  # every master drops every pub/sub connection
+        admin = redis.asyncio.Redis.from_url(server.url)
+        try:
+            await admin.client_kill_filter(_type="pubsub")
+        finally:
+            await admin.aclose()
+    await rec_a.wait_for(lambda: rec_a.availability == [True, False, True], timeout=5)
+
+    async def every_room_delivered() -> bool:
+        for room in rooms:
+            await b.publish(room, b"", None, 0)
+        return all(seqs(rec_a, room) for room in rooms)
+
+    await eventually(every_room_delivered, timeout=5, what="delivery after the links healed")
+    session_b = session("bob", "x1", "b")
+    await b.admit(session_b, 3, "reject")
+    await b.refresh([session_b], [])
+    assert (await a.cluster_counts()).get("b") == 1
+    await b.release(session_b)
+    assert (await a.cluster_counts()).get("b", 0) == 0

@@ -19,6 +19,7 @@ class RecordingTransport:
         self.writes: list[bytes] = []
         self.closed: tuple[int, str] | None = None
         self.stuck = stuck
+        self.aborted = False
 
     def send(self, out: Outbound, encoding: Encoding) -> None:
         self.writes.append(out.frame(encoding))
@@ -31,6 +32,9 @@ class RecordingTransport:
 
     def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
+
+    def abort(self) -> None:
+        self.aborted = True
 
 
 def _conn(i: int, enc: Encoding = Encoding.MSGPACK, stuck: bool = False) -> Connection:
@@ -87,5 +91,6 @@ def test_slow_consumer_is_cut_and_skipped() -> None:
     out = Outbound(lambda enc: encode_msg(pub, enc))
     assert hub.fanout(pub, out) == 0
     assert slow.closed and slow.transport.closed[0] == 4011  # type: ignore[attr-defined]
+    assert slow.transport.aborted  # type: ignore[attr-defined]
     assert hub.fanout(pub, out) == 0  # nothing more is written to it
     assert len(slow.transport.writes) == 1  # type: ignore[attr-defined]
