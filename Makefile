@@ -1,5 +1,5 @@
 # Squall: `make run` starts a single node on :8080, `make test` runs every check.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
@@ -7,8 +7,8 @@ STAMP  := $(VENV)/.installed
 .PHONY: run test lint typecheck pytest redis bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
+	@test -n "$(PYTHON)" || { echo "need python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV) || { bash scripts/ensure-venv.sh && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $(STAMP)

@@ -137,11 +137,11 @@ async def run_once(target: Target, p: FanoutParams, workdir: Path) -> dict[str, 
         await server.stop()
 
     pub = reports[-1]
-    delivered = sum(r["delivered"] for r in reports[:-1]) + pub["echoed"]
+    delivered: int = sum(r["delivered"] for r in reports[:-1]) + pub["echoed"]
     last_ns = max([r["last_ns"] for r in reports[:-1]] + [pub["last_ns"]])
-    latencies = sorted(lat for r in reports for lat in r["latencies_us"])
+    latencies: list[int] = sorted(lat for r in reports for lat in r["latencies_us"])
     cpu = s1.since(s0)
-    per = 1e6 / delivered if delivered else 0.0
+    scale = 1e6 / delivered if delivered else 0.0  # s of CPU -> us per delivery
     wall = t1 - t0
     span_s = (last_ns - pub["first_ns"]) / 1e9 if last_ns and pub["first_ns"] else wall
     other: dict[str, int] = {}
@@ -158,10 +158,10 @@ async def run_once(target: Target, p: FanoutParams, workdir: Path) -> dict[str, 
         "server_user_s": cpu.user,
         "server_sys_s": cpu.system,
         "server_sched_s": cpu.sched,
-        "us_per_delivery": cpu.total * per or None,
-        "us_per_delivery_user": cpu.user * per or None,
-        "us_per_delivery_sys": cpu.system * per or None,
-        "us_per_delivery_sched": cpu.sched * per or None,
+        "us_per_delivery": cpu.total * scale or None,
+        "us_per_delivery_user": cpu.user * scale or None,
+        "us_per_delivery_sys": cpu.system * scale or None,
+        "us_per_delivery_sched": cpu.sched * scale or None,
         "wall_s": wall,
         "span_s": span_s,
         "deliveries_per_s": delivered / span_s if span_s > 0 else None,

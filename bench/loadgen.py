@@ -379,7 +379,8 @@ async def run_members(args: argparse.Namespace) -> None:
     # Report when every member has all messages, or earlier when told to (a timeout).
     done = asyncio.ensure_future(stats.all_done.wait())
     get = asyncio.ensure_future(queue.get())
-    await asyncio.wait({get, done}, return_when=asyncio.FIRST_COMPLETED)
+    waits: list[asyncio.Future[Any]] = [get, done]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     done.cancel()
     emit(
         {
@@ -418,7 +419,8 @@ async def run_publisher(args: argparse.Namespace) -> None:
         pass
     pub.start()
     get = asyncio.ensure_future(queue.get())
-    await asyncio.wait({get, pub.done}, return_when=asyncio.FIRST_COMPLETED)
+    waits: list[asyncio.Future[Any]] = [get, pub.done]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     emit(
         {
             "event": "published",
