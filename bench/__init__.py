@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -40,6 +41,7 @@ __all__ = [
     "free_port",
     "machine_info",
     "pinned",
+    "source_digest",
     "wait_port",
 ]
 
@@ -211,6 +213,21 @@ class Child:
             await proc.wait()
 
 
+def source_digest() -> str:
+    """A short hash of the server's sources (server.py, core/, handlers/, bench/peers/).
+
+    Taken before and after a benchmark: the working tree may change while it runs.
+    """
+    h = hashlib.sha256()
+    files = [REPO / "server.py"]
+    for folder in ("core", "handlers", "bench/peers"):
+        files += sorted((REPO / folder).rglob("*.py"))
+    for path in files:
+        with contextlib.suppress(OSError):
+            h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def _version(module: str) -> str:
     try:
         from importlib.metadata import version
@@ -256,5 +273,6 @@ def machine_info() -> dict[str, Any]:
         "uvloop (load generator)": _version("uvloop"),
         "git_commit": commit,
         "git_dirty": dirty,
+        "source_digest": source_digest(),
         "executable": sys.executable,
     }

@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import REPO, can_pin, machine_info
+from bench import REPO, can_pin, machine_info, source_digest
 from bench.fanout import FanoutParams, params_dict, run_once, summarize
 from bench.peers import TARGETS
 
@@ -132,6 +132,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Command: `{report['command']}` ({report['date']}, git {m['git_commit']}"
         f"{', uncommitted changes' if m['git_dirty'] == 'yes' else ''}, "
+        f"sources {m['source_digest']}, "
         f"{report['elapsed_s']:.0f} s)",
         "",
         f"Machine: {m['nproc']} CPUs, {m['cpu_model']}, Linux {m['kernel']}, "
@@ -169,8 +170,10 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def warnings_for(runs: list[dict[str, Any]]) -> list[str]:
+def warnings_for(runs: list[dict[str, Any]], digest: str) -> list[str]:
     out = []
+    if source_digest() != digest:
+        out.append("the server sources changed while the benchmark ran: rerun it")
     for r in runs:
         tag = f"run {r['index']} ({r['target']})"
         if "error" in r:
@@ -241,6 +244,7 @@ async def run_all(args: argparse.Namespace, workroot: Path) -> dict[str, Any]:
         client_procs=args.client_procs,
     )
     started = time.monotonic()
+    machine = machine_info()
     runs: list[dict[str, Any]] = []
     total = runs_per_target * len(targets)
     retries = args.retries if args.retries is not None else (1 if args.short else 3)
@@ -267,13 +271,13 @@ async def run_all(args: argparse.Namespace, workroot: Path) -> dict[str, Any]:
         "command": "python -m bench.run" + "".join(f" {a}" for a in args.argv),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "elapsed_s": time.monotonic() - started,
-        "machine": machine_info(),
+        "machine": machine,
         "pinned": can_pin(),
         "params": params_dict(params),
         "targets": targets,
         "runs_per_target": runs_per_target,
         "summary": summary,
-        "warnings": warnings_for(runs),
+        "warnings": warnings_for(runs, machine["source_digest"]),
         "runs": runs,
         "discarded_runs": discarded,
     }

@@ -21,7 +21,7 @@ from core.protocol import CloseCode, Encoding, select_encoding
 from core.session import Session
 from handlers.base import SafeRequestMixin, write_json_error
 from handlers.strict_protocol import StrictProtocol13
-from handlers.transport import TornadoTransport
+from handlers.transport import TornadoTransport, WriteBatcher
 
 __all__ = ["AuthMixin", "SquallSocket"]
 
@@ -48,12 +48,14 @@ class AuthMixin(tornado.web.RequestHandler):
 class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandler):
     """One client connection."""
 
-    def initialize(self, node: Node, session: Session, trusted: TrustedProxies) -> None:
+    def initialize(
+        self, node: Node, session: Session, trusted: TrustedProxies, batcher: WriteBatcher
+    ) -> None:
         self.node = node
         self.session = session
         self.trusted = trusted
         self.conn: Connection | None = None
-        self.transport = TornadoTransport(self)
+        self.transport = TornadoTransport(self, batcher)
         self._started = node.clock.monotonic()
         self._encoding = Encoding.MSGPACK
         self._opened = False

@@ -29,6 +29,7 @@ from core.heartbeat import Sweeper
 from core.metrics import Metrics
 from core.node import Node
 from handlers.app import make_app, start_heartbeat
+from handlers.transport import WriteBatcher
 from server import build_backend, http_server_options
 from tests.tokens import SECRET, good_claims, make_token
 
@@ -48,6 +49,7 @@ class RunningNode:
     port: int
     sweeper: Sweeper
     timer: PeriodicCallback
+    batcher: WriteBatcher
     stopped: bool = False
 
     @property
@@ -85,12 +87,14 @@ async def start_node(
     verifier = TokenVerifier(JwtSettings.from_auth_config(settings.auth), clock)
     node = Node(settings, be, verifier, clock, Metrics())
     await node.start()
-    app = make_app(node)
+    batcher = WriteBatcher()
+    app = make_app(node, batcher=batcher)
     server = HTTPServer(app, **http_server_options(settings))
     sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
     server.add_sockets(sockets)
     sweeper, timer = start_heartbeat(node)
-    return RunningNode(settings, node, server, sockets[0].getsockname()[1], sweeper, timer)
+    port = sockets[0].getsockname()[1]
+    return RunningNode(settings, node, server, port, sweeper, timer, batcher)
 
 
 async def eventually(pred: Callable[[], bool], timeout: float = 5.0) -> None:
