@@ -13,8 +13,8 @@ SIGTERM / SIGINT: stop accepting, close every connection with 1012 spread over
 from __future__ import annotations
 
 import asyncio
-import gc
 import contextlib
+import gc
 import logging
 import os
 import signal
