@@ -56,6 +56,7 @@ class Connection:
         "encoding",
         "ip",
         "joining",
+        "kicked",
         "last_seen",
         "on_closed",
         "outbound_limit",
@@ -94,6 +95,8 @@ class Connection:
         self.strikes = 0
         self.strike_window_end = 0.0
         self.closed = False
+        #: (code, reason) of an eviction that arrived before the connection opened
+        self.kicked: tuple[int, str] | None = None
         #: called once with the close code when the core closes the connection
         self.on_closed: Callable[[int], None] | None = None
 

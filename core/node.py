@@ -15,6 +15,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Callable
@@ -95,6 +96,10 @@ class Node:
         self._tasks: set[asyncio.Task[None]] = set()
         self._empty = asyncio.Event()
         self._empty.set()
+        # Admitted (or being admitted) but not yet open: a kick_oldest eviction can
+        # reach a connection in this window, and must not be lost.
+        self._admitting: dict[str, Connection] = {}
+        self._backend_lost = False
 
     # -- life cycle ------------------------------------------------------------
 
@@ -209,12 +214,18 @@ class Node:
             jti=claims.jti,
         )
         policy: Policy = "reject" if limits.on_new_login == "reject" else "kick_oldest"
+        self._admitting[conn.conn_id] = conn
         try:
             result = await self.backend.admit(record, limits.max_connections_per_user, policy)
         except BackendUnavailable:
             self.metrics.backend_errors.inc()
+            self._admitting.pop(conn.conn_id, None)
+            # The script may have run before the reply was lost: undo it if we can.
+            with contextlib.suppress(BackendUnavailable):
+                await self.backend.release(record)
             return UNAVAILABLE
         if not result.admitted:
+            self._admitting.pop(conn.conn_id, None)
             return Reject(
                 429,
                 CloseCode.TOO_MANY_CONNECTIONS,
@@ -239,10 +250,17 @@ class Node:
                     await self.backend.send_command(old.node_id, cmd)
                 except BackendUnavailable:
                     self.metrics.backend_errors.inc()
+        if conn.kicked is not None:
+            # A newer login evicted this one while it was being admitted.
+            await self.release(conn)
+            return Reject(
+                429, CloseCode.REPLACED, "replaced", "replaced by a newer login", 1
+            )
         return None
 
     async def release(self, conn: Connection) -> None:
         """Undo an admission whose upgrade never completed."""
+        self._admitting.pop(conn.conn_id, None)
         if conn.record is not None:
             try:
                 await self.backend.release(conn.record)
@@ -254,9 +272,13 @@ class Node:
 
     def opened(self, conn: Connection, on_auth_timeout: Callable[[], None]) -> None:
         """The upgrade completed: greet an authenticated connection or wait for ``auth``."""
+        self._admitting.pop(conn.conn_id, None)
         self.hub.add(conn)
         self._empty.clear()
         self.metrics.connections.set(len(self.hub))
+        if conn.kicked is not None:  # evicted between admission and upgrade
+            conn.close(*conn.kicked)
+            return
         if conn.uid is None:
             handle = asyncio.get_running_loop().call_later(
                 self.settings.auth.timeout_s, on_auth_timeout
@@ -366,8 +388,12 @@ class Node:
         code, reason = command.code, command.reason
         if command.op is NodeOp.CLOSE_CONN and command.conn_id is not None:
             conn = self.hub.get(command.conn_id)
-            if conn is not None:
+            if conn is not None and conn.uid is not None:
                 conn.close(code, reason)
+            else:
+                pending = conn or self._admitting.get(command.conn_id)
+                if pending is not None:
+                    pending.kicked = (code, reason)
         elif command.op is NodeOp.CLOSE_USER and command.uid is not None:
             for conn in self.hub.of_user(command.uid):
                 conn.close(code, reason)
@@ -386,8 +412,40 @@ class Node:
         self.metrics.backend_available.set(1 if available else 0)
         if available:
             log.info("backend available")
+            if self._backend_lost:
+                self._backend_lost = False
+                self.spawn(self._reregister())
         else:
+            self._backend_lost = True
             log.error("backend unavailable")
+
+    async def _reregister(self) -> None:
+        """Write this node's sessions and memberships again after an outage.
+
+        A restarted or flushed Redis lost them, and the heartbeat refresh only
+        extends records that exist. Re-admitting an existing record is harmless
+        (admission of a known conn id replaces it). Memberships are re-added without
+        presence events: nobody left or joined.
+        """
+        conns = [c for c in self.hub if c.record is not None and not c.closed]
+        limit = self.settings.limits.max_connections_per_user
+        for start in range(0, len(conns), 100):
+            chunk = conns[start : start + 100]
+            results = await asyncio.gather(
+                *(self._reregister_one(c, limit) for c in chunk), return_exceptions=True
+            )
+            if any(isinstance(r, BackendUnavailable) for r in results):
+                self.metrics.backend_errors.inc()
+                return  # down again: the next recovery starts over
+        log.info("re-registered %d sessions after a backend outage", len(conns))
+
+    async def _reregister_one(self, conn: Connection, limit: int) -> None:
+        assert conn.record is not None
+        await self.backend.admit(conn.record, limit, "reject")
+        for room in list(conn.rooms):
+            await self.backend.presence_join(
+                Membership(room, conn.record.uid, conn.conn_id), announce=False
+            )
 
     async def wait_empty(self) -> None:
         """Return once the node holds no connection."""

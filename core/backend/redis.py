@@ -41,7 +41,7 @@ import math
 import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -51,7 +51,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from core.backend import redis_scripts as lua
 from core.backend.backoff import FullJitterBackoff, RetryPolicy
@@ -397,7 +397,7 @@ class RedisBackend(Backend):
             raise RuntimeError("RedisBackend.start() called twice or after close()")
         self._listener = listener
         try:
-            async with self._guard("connect"):
+            with self._unavailable("connect"):
                 await self._connect()
         except BackendUnavailable:
             self._listener = None
@@ -613,7 +613,7 @@ class RedisBackend(Backend):
         token = f"{self._clock.wall():.6f}:{next(self._unique)}".encode()
         try:
             async with asyncio.timeout(self._probe_timeout_s):
-                await asyncio.gather(*(link.probe(self._publish, token) for link in links))
+                await asyncio.gather(*(link.probe(self._probe_publish, token) for link in links))
         except TimeoutError:
             raise ConnectionError(
                 f"liveness probe not back within {self._probe_timeout_s} s (half-open?)"
@@ -666,14 +666,24 @@ class RedisBackend(Backend):
         finally:
             self._inflight.release()
 
+    @contextmanager
+    def _unavailable(self, what: str) -> Iterator[None]:
+        """Every Redis, socket or timeout failure becomes :class:`BackendUnavailable`."""
+        try:
+            yield
+        except _FAILURES as exc:
+            if isinstance(exc, ResponseError):
+                # Redis answered with an error (a script bug, a foreign key of the wrong
+                # type, OOM, READONLY...): not a network blip, so say it loudly here.
+                log.error("redis refused %s: %s", what, _describe(exc))
+            raise BackendUnavailable(f"{what}: {_describe(exc)}") from exc
+
     @asynccontextmanager
     async def _guard(self, what: str) -> AsyncIterator[None]:
-        """A slot, and every failure turned into :class:`BackendUnavailable`."""
-        try:
+        """A command slot (never nested: that could deadlock) and :meth:`_unavailable`."""
+        with self._unavailable(what):
             async with self._slot():
                 yield
-        except _FAILURES as exc:
-            raise BackendUnavailable(f"{what}: {_describe(exc)}") from exc
 
     async def _load_scripts(self) -> None:
         scripts = [s for s in vars(lua).values() if isinstance(s, lua.Script)]
@@ -712,11 +722,15 @@ class RedisBackend(Backend):
         raise AssertionError("unreachable")
 
     async def _publish(self, channel: bytes, payload: bytes) -> None:
+        """PUBLISH (SPUBLISH on a cluster); the caller holds a slot."""
+        if isinstance(self._client, RedisCluster):
+            await self._client.execute_command("SPUBLISH", channel, payload)
+        else:
+            await self._client.publish(channel, payload)
+
+    async def _probe_publish(self, channel: bytes, token: bytes) -> None:
         async with self._slot():
-            if isinstance(self._client, RedisCluster):
-                await self._client.execute_command("SPUBLISH", channel, payload)
-            else:
-                await self._client.publish(channel, payload)
+            await self._publish(channel, token)
 
     def _now_ms(self) -> int:
         return int(self._clock.wall() * 1000)
@@ -884,7 +898,8 @@ class RedisBackend(Backend):
         if result[0] == 0:
             return Admission(admitted=False)
         evicted = [_record(record.uid, conn, value)[0] for conn, value in _pairs(result[1:])]
-        self._own_sessions[record.conn_id] = record
+        if record.node_id == self.node_id:
+            self._own_sessions[record.conn_id] = record
         for old in evicted:
             self._own_sessions.pop(old.conn_id, None)
 

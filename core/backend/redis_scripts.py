@@ -9,8 +9,9 @@ injected clock. Cross-node consistency therefore assumes node clocks agree (NTP)
 to well within ``session_ttl_s`` and the rate-limit windows. Key TTLs (``PEXPIRE``)
 only collect garbage; whether an entry is live is decided by its score.
 
-Scripts return integers, bulk strings or flat arrays only (a Lua number becomes an
-integer reply, so nothing fractional is returned).
+Scripts return integers, bulk strings and arrays of them only (a Lua number becomes
+an integer reply, so nothing fractional is returned). Every key a script writes gets
+a TTL in the same script.
 """
 
 from __future__ import annotations

@@ -212,6 +212,17 @@ async def test_redis_outage_is_loud_and_self_healing(cluster: Cluster, tmp_path:
             assert time.monotonic() < deadline
         msg = await sub.wait_for(lambda f: f["t"] == "msg" and f["data"] == "back", timeout=5)
         assert msg["seq"] >= 1
+        # the restarted Redis lost everything; the nodes wrote their sessions and
+        # memberships again, so limits and presence still see these users
+        await eventually(lambda: b.node._backend_lost is False)
+        for _ in range(100):
+            if await a.backend.presence_members("r") == ["pub", "sub"]:
+                break
+            await asyncio.sleep(0.02)
+        assert await a.backend.presence_members("r") == ["pub", "sub"]
+        assert [s.conn_id for s in await a.backend.sessions_of("sub")] == [
+            c.conn_id for c in b.node.hub
+        ]
         assert time.monotonic() - started < 10
         metrics = b.node.metrics.registry.get_sample_value("squall_backend_available")
         assert metrics == 1.0

@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+from core.backend.base import BackendOptions, NodeCommand, NodeOp
+from core.backend.memory import MemoryBackend
+from core.clock import SystemClock
 from tests.conftest import NodeFactory
 from tests.harness import connect, eventually, refused, token
 from tests.tokens import (
@@ -210,3 +213,29 @@ async def test_token_expiry_4002_unless_refreshed(nodes: NodeFactory) -> None:
     # absence of a close cannot be awaited: wait past the old expiry, then check
     await asyncio.sleep(1.6)
     assert (await d.request({"t": "ping"}))["t"] == "pong"
+
+
+class _RacingBackend(MemoryBackend):
+    """Plays a newer login that evicts each admission before its reply arrives."""
+
+    async def admit(self, record: Any, limit: int, policy: Any) -> Any:
+        result = await super().admit(record, limit, policy)
+        if record.uid == "raced":
+            cmd = NodeCommand(NodeOp.CLOSE_CONN, 4009, "replaced", conn_id=record.conn_id)
+            await self.send_command(self.node_id, cmd)
+            await asyncio.sleep(0)  # let the mailbox deliver before admit returns
+        return result
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_eviction_during_admission_is_not_lost(nodes: NodeFactory) -> None:
+    backend = _RacingBackend("n1", BackendOptions(), SystemClock())
+    node = await nodes(backend=backend)
+    e = await refused(node, token("raced"))
+    assert e.status == 429 and e.body["error"] == "replaced"
+    assert await backend.sessions_of("raced") == []
+    c = await connect(node, None)
+    c.send({"t": "auth", "token": token("raced")})
+    assert await c.closed() == 4009
+    ok = await connect(node, token("calm"))
+    ok.close()

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sized
+from functools import partial
+from typing import Any
 
 import pytest
 import redis.asyncio
@@ -34,11 +37,15 @@ from tests.integration.conftest import RedisNodes
 from tests.redis_server import RedisClusterServers, RedisServer
 
 #: fast failure detection for the fault tests
-FAST = {"probe_interval_s": 0.2, "probe_timeout_s": 0.5, "socket_timeout_s": 0.5}
+FAST: dict[str, Any] = {"probe_interval_s": 0.2, "probe_timeout_s": 0.5, "socket_timeout_s": 0.5}
 
 
 def session(uid: str, conn_id: str, node: str, at: int = 0) -> SessionRecord:
     return SessionRecord(conn_id=conn_id, uid=uid, node_id=node, ip="10.0.0.1", connected_at=at)
+
+
+def _at_least(items: Sized, n: int) -> bool:
+    return len(items) >= n
 
 
 def seqs(rec: Recorder, room: str) -> list[int]:
@@ -67,7 +74,7 @@ async def test_publication_reaches_every_node_once_in_seq_order(redis_nodes: Red
     pubs = [await a.publish("r", b"%d" % i, "alice", i, origin=f"c1:{i}") for i in range(100)]
     assert [p.seq for p in pubs] == list(range(1, 101))
     for _, rec in nodes:
-        await rec.wait_for(lambda rec=rec: len(rec.publications) >= 100)
+        await rec.wait_for(partial(_at_least, rec.publications, 100))
         await asyncio.sleep(0.05)  # a duplicate would arrive right behind
         assert rec.publications == pubs  # once each, in seq order, fields intact
 
@@ -82,7 +89,7 @@ async def test_concurrent_publishes_from_three_nodes_are_gap_free(redis_nodes: R
     )
     assert sorted(p.seq for p in pubs) == list(range(1, 301))
     for _, rec in nodes:
-        await rec.wait_for(lambda rec=rec: len(rec.publications) == 300)
+        await rec.wait_for(partial(_at_least, rec.publications, 300))
         assert seqs(rec, "r") == list(range(1, 301))
 
 
@@ -160,7 +167,7 @@ async def test_presence_across_nodes(redis_nodes: RedisNodes) -> None:
         PresenceEvent("r", "alice", "leave", "c2"),
     ]
     for rec in (rec_a, rec_b):
-        await rec.wait_for(lambda rec=rec: len(rec.presence) == 3)
+        await rec.wait_for(partial(_at_least, rec.presence, 3))
         assert rec.presence == expected
 
 
@@ -288,7 +295,7 @@ async def _commandstats(admin: redis.asyncio.Redis) -> dict[str, int]:
 async def test_publish_is_one_evalsha_and_nothing_else(
     own_redis: RedisServer, redis_nodes: RedisNodes
 ) -> None:
-    quiet = {"probe_interval_s": 3600.0}  # no probe traffic during the measurement
+    quiet: dict[str, Any] = {"probe_interval_s": 3600.0}  # no probe traffic during the measurement
     (a, rec_a) = await redis_nodes.start("a", url=own_redis.url, **quiet)
     (b, rec_b) = await redis_nodes.start("b", url=own_redis.url, **quiet)
     for backend in (a, b):
@@ -308,7 +315,26 @@ async def test_publish_is_one_evalsha_and_nothing_else(
     assert stats.pop("evalsha") == n
     assert stats == {cmd: calls * n for cmd, calls in PUBLISH_SCRIPT_CALLS.items()}
     for rec in (rec_a, rec_b):
-        await rec.wait_for(lambda rec=rec: len(rec.publications) == n + 1)
+        await rec.wait_for(partial(_at_least, rec.publications, n + 1))
+        assert seqs(rec, "r") == list(range(1, n + 2))
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_connections_are_bounded_and_commands_wait_for_one(
+    own_redis: RedisServer, redis_nodes: RedisNodes
+) -> None:
+    (a, rec_a) = await redis_nodes.start("a", url=own_redis.url, max_connections=2)
+    await a.subscribe_room("r")
+    pubs = await asyncio.gather(*(a.publish("r", b"", None, 0) for _ in range(300)))
+    assert sorted(p.seq for p in pubs) == list(range(1, 301))
+    admin = redis.asyncio.Redis.from_url(own_redis.url)
+    try:
+        names = [c["name"] for c in await admin.client_list()]
+    finally:
+        await admin.aclose()
+    assert names.count("squall:a:sub") == 1  # ONE pub/sub connection per node
+    assert 1 <= names.count("squall:a:cmd") <= 2
+    await rec_a.wait_for(partial(_at_least, rec_a.publications, 300))
 
 
 @pytest.mark.gen_test(timeout=20)
@@ -421,7 +447,7 @@ async def test_cluster_fan_out_and_admission(
     for server in redis_cluster.servers:  # sharded: each master carries its rooms' channels
         admin = redis.asyncio.Redis.from_url(server.url)
         try:
-            assert await admin.execute_command("PUBSUB", "SHARDCHANNELS")
+            assert await admin.pubsub_shardchannels()
         finally:
             await admin.aclose()
     pubs = await asyncio.gather(
@@ -429,7 +455,7 @@ async def test_cluster_fan_out_and_admission(
     )
     assert Counter(p.room for p in pubs) == Counter({room: 10 for room in rooms})
     for rec in (rec_a, rec_b):
-        await rec.wait_for(lambda rec=rec: len(rec.publications) == len(pubs))
+        await rec.wait_for(partial(_at_least, rec.publications, len(pubs)))
         assert all(seqs(rec, room) == list(range(1, 11)) for room in rooms)
 
     records = [session("alice", f"c{i}", ("a", "b")[i % 2], at=i) for i in range(50)]
@@ -445,7 +471,7 @@ async def test_cluster_fan_out_and_admission(
     kick = NodeCommand(NodeOp.CLOSE_USER, uid="alice")
     assert await a.command_user("alice", kick) == 2
     for rec in (rec_a, rec_b):
-        await rec.wait_for(lambda rec=rec: rec.commands == [kick])
+        await rec.wait_for(partial(operator.eq, rec.commands, [kick]))
 
 
 @pytest.mark.gen_test(timeout=30)
