@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy --strict server.py core handlers
+	$(VENV)/bin/mypy --strict server.py core handlers client
 
 pytest: $(STAMP) redis
 	$(PY) -m pytest

@@ -42,6 +42,7 @@ __all__ = [
     "machine_info",
     "pinned",
     "source_digest",
+    "source_hashes",
     "wait_port",
 ]
 
@@ -213,18 +214,26 @@ class Child:
             await proc.wait()
 
 
-def source_digest() -> str:
-    """A short hash of the server's sources (server.py, core/, handlers/, bench/peers/).
+def source_hashes() -> dict[str, str]:
+    """Hash of each server source file (server.py, core/, handlers/, bench/peers/).
 
     Taken before and after a benchmark: the working tree may change while it runs.
     """
-    h = hashlib.sha256()
     files = [REPO / "server.py"]
     for folder in ("core", "handlers", "bench/peers"):
         files += sorted((REPO / folder).rglob("*.py"))
+    out: dict[str, str] = {}
     for path in files:
         with contextlib.suppress(OSError):
-            h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+            out[str(path.relative_to(REPO))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def source_digest(hashes: dict[str, str] | None = None) -> str:
+    """One short hash over :func:`source_hashes`."""
+    h = hashlib.sha256()
+    for name, digest in sorted((hashes or source_hashes()).items()):
+        h.update(f"{name}\0{digest}\n".encode())
     return h.hexdigest()[:12]
 
 

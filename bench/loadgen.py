@@ -58,19 +58,19 @@ _ZERO_MASK = b"\x00\x00\x00\x00"
 _TS = struct.Struct(">Q")
 
 
-def client_frame(payload: bytes) -> bytes:
-    """One masked binary frame (FIN, opcode 2) with the all-zero masking key."""
+def client_frame(payload: bytes, opcode: int = 0x2) -> bytes:
+    """One masked frame (FIN, binary by default) with the all-zero masking key."""
     n = len(payload)
+    first = 0x80 | opcode
     if n < 126:
-        head = struct.pack("!BB", 0x82, 0x80 | n)
+        head = struct.pack("!BB", first, 0x80 | n)
     elif n <= 0xFFFF:
-        head = struct.pack("!BBH", 0x82, 0x80 | 126, n)
+        head = struct.pack("!BBH", first, 0x80 | 126, n)
     else:
-        head = struct.pack("!BBQ", 0x82, 0x80 | 127, n)
+        head = struct.pack("!BBQ", first, 0x80 | 127, n)
     return head + _ZERO_MASK + payload
 
 
-PONG_EMPTY = b"\x8a\x80" + _ZERO_MASK
 CLOSE_FRAME = b"\x88\x82" + _ZERO_MASK + struct.pack("!H", 1000)
 
 
@@ -150,8 +150,8 @@ class WsClient(asyncio.Protocol):
             if end < 0:
                 self.buf = data
                 return
-            status = data[: data.find(b"\r\n")]
-            if b" 101 " not in status + b" ":
+            status = data[: data.find(b"\r\n")].split(b" ", 2)
+            if len(status) < 2 or status[1] != b"101":
                 self._fail(f"upgrade refused: {data[:end].decode(errors='replace')!r}")
                 return
             self.upgraded = True
@@ -187,7 +187,7 @@ class WsClient(asyncio.Protocol):
             elif opcode in (1, 2):
                 self._frame(data[start:end])
             elif opcode == 9 and self.transport is not None:
-                self.transport.write(PONG_EMPTY)
+                self.transport.write(client_frame(data[start:end], opcode=0xA))
             elif opcode == 8:
                 self._fail("server sent close")
             pos = end

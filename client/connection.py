@@ -689,6 +689,10 @@ class SquallClient:
             seq = frame.get("seq")
             if state is None or not isinstance(seq, int):
                 return  # a room we left (or never joined)
+            epoch = frame.get("epoch")
+            if isinstance(epoch, str) and epoch != state.epoch:
+                # the room's history was lost and its seq restarted: not duplicates
+                state.epoch, state.seq = epoch, None
             if state.seq is not None and seq <= state.seq:
                 return  # already delivered before the reconnect
             state.seq = seq

@@ -253,9 +253,7 @@ class Node:
         if conn.kicked is not None:
             # A newer login evicted this one while it was being admitted.
             await self.release(conn)
-            return Reject(
-                429, CloseCode.REPLACED, "replaced", "replaced by a newer login", 1
-            )
+            return Reject(429, CloseCode.REPLACED, "replaced", "replaced by a newer login", 1)
         return None
 
     async def release(self, conn: Connection) -> None:

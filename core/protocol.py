@@ -619,26 +619,31 @@ def encode(frame: Mapping[str, Any], encoding: Encoding) -> bytes | str:
 
 
 def _splice(fields: list[Any], data: bytes) -> bytes:
-    """A 6-entry msgpack map: 5 packed key/value pairs from ``fields`` then ``data``.
+    """A msgpack map of the key/value pairs in ``fields`` followed by ``data``.
 
     A msgpack map is a header followed by its keys and values, each encoded on its
-    own, so ``data`` (already packed) is appended as is, never unpacked. The 10
-    fields are packed as one array and its one-byte fixarray header (0x9a) is
-    swapped for a fixmap header of 6 entries (0x86).
+    own, so ``data`` (already packed) is appended as is, never unpacked. The fields
+    (at most 14, 7 pairs) are packed as one array and its one-byte fixarray header
+    is swapped for the fixmap header of ``len(fields) // 2 + 1`` entries.
     """
+    assert len(fields) % 2 == 0 and len(fields) <= 14
     packed: bytes = msgpack.packb(fields, use_bin_type=True)
-    return b"\x86" + packed[1:] + b"\xa4data" + data
+    return bytes((0x80 | (len(fields) // 2 + 1),)) + packed[1:] + b"\xa4data" + data
 
 
 def encode_msg(pub: Publication, encoding: Encoding) -> bytes | str:
-    """A ``msg`` frame: ``t``, ``room``, ``seq``, ``from``, ``ts``, ``data``.
+    """A ``msg`` frame: ``t``, ``room``, ``seq``, ``from``, ``ts``, ``epoch``, ``data``.
+
+    ``epoch`` is an extension of PROTOCOL.md v1 (clients that do not know it ignore
+    it): when a room's history is lost its ``seq`` restarts under a new epoch, and a
+    connected client can tell a restarted ``seq`` from a duplicate.
 
     ``pub.data`` must be one packed msgpack value (as produced by :func:`pack_data`).
     The msgpack form copies it without unpacking it.
     """
     if encoding == Encoding.MSGPACK:
         fields = ["t", "msg", "room", pub.room, "seq", pub.seq, "from", pub.from_uid]
-        return _splice([*fields, "ts", pub.ts], pub.data)
+        return _splice([*fields, "ts", pub.ts, "epoch", pub.epoch], pub.data)
     return _dumps(
         {
             "t": "msg",
@@ -646,6 +651,7 @@ def encode_msg(pub: Publication, encoding: Encoding) -> bytes | str:
             "seq": pub.seq,
             "from": pub.from_uid,
             "ts": pub.ts,
+            "epoch": pub.epoch,
             "data": msgpack_to_json_value(pub.data),
         }
     )

@@ -592,6 +592,11 @@
       } else if (t === "msg") {
         const s = this._rooms.get(frame.room);
         if (!s || typeof frame.seq !== "number") return;
+        if (typeof frame.epoch === "string" && frame.epoch !== s.epoch) {
+          // the room's history was lost and its seq restarted: not duplicates
+          s.epoch = frame.epoch;
+          s.seq = null;
+        }
         if (s.seq !== null && frame.seq <= s.seq) return; // replayed and already seen
         s.seq = frame.seq;
         this._emit("msg", frame);

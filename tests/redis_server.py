@@ -11,9 +11,10 @@ a throw-away CA made on the spot).
 Readiness is "PING answers PONG", polled with a deadline: a freshly started
 process offers no event to wait on. Every wait here is bounded.
 
-:func:`shared_server` is the one server a whole test process shares (started on
-first use, stopped at interpreter exit); tests isolate themselves with a unique
-``key_prefix`` instead of separate servers.
+:func:`shared_server` is the one server a whole test process shares, and
+:func:`shared_cluster` the one Redis Cluster (each started on first use, stopped at
+interpreter exit); tests isolate themselves with a unique ``key_prefix`` instead of
+separate servers.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "TlsFiles",
     "free_port",
     "ping",
+    "shared_cluster",
     "shared_server",
 ]
 
@@ -351,3 +353,20 @@ def shared_server() -> RedisServer:
     server = RedisServer().start()
     atexit.register(server.cleanup)
     return server
+
+
+@functools.cache
+def shared_cluster() -> RedisClusterServers:
+    """The test process's shared 3-master cluster: started once, stopped at interpreter exit.
+
+    Tests sharing it must not stop, freeze or reshard it (use a private
+    :class:`RedisClusterServers` for that); killing client connections is fine.
+    """
+    cluster = RedisClusterServers()
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.cleanup()
+        raise
+    atexit.register(cluster.cleanup)
+    return cluster

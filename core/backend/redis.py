@@ -22,9 +22,10 @@ Every guarantee of :class:`~core.backend.base.Backend` holds across nodes; how:
   exponential backoff, resubscribes the node, probe and every wanted room channel,
   and every ``probe_interval_s`` publishes to the probe channel expecting its own
   message back within ``probe_timeout_s``; a silent (half-open) connection is thus
-  torn down and rebuilt. :attr:`RedisBackend.available` and
-  ``listener.on_availability`` follow these transitions, logged on
-  ``squall.backend.redis`` (URLs with the password masked).
+  torn down and rebuilt (:mod:`core.backend.redis_pubsub`).
+  :attr:`RedisBackend.available` and ``listener.on_availability`` follow these
+  transitions, logged on ``squall.backend.redis`` (URLs with the password masked).
+* **Wire format**: msgpack arrays, defined in :mod:`core.backend.redis_codec`.
 * **Time**: expiry scores use the injected clock's ``wall()`` (see
   :mod:`core.backend.redis_scripts`); whole-key TTLs are Redis's own and only
   collect garbage, except for bans, revoked tokens, nonces, refresh families and
@@ -39,19 +40,16 @@ import itertools
 import logging
 import math
 import secrets
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import msgpack
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from core.backend import redis_scripts as lua
 from core.backend.backoff import FullJitterBackoff, RetryPolicy
@@ -64,16 +62,28 @@ from core.backend.base import (
     DirectMessage,
     Membership,
     NodeCommand,
-    NodeOp,
     Policy,
-    PresenceEvent,
     Publication,
     Recovery,
     RoomPosition,
     RotateOutcome,
     SessionRecord,
 )
+from core.backend.redis_codec import (
+    decode_command,
+    decode_dm,
+    decode_publication,
+    decode_record,
+    decode_room_message,
+    encode_command,
+    encode_dm,
+    encode_presence,
+    encode_record,
+    pairs,
+    publication_tail,
+)
 from core.backend.redis_keys import RedisKeys, member, split_member
+from core.backend.redis_pubsub import FAILURES, PubSub, describe
 from core.clock import Clock
 
 __all__ = ["RedisBackend", "mask_url"]
@@ -87,9 +97,6 @@ _SCHEMES = {
     "redis+cluster": (True, "redis"),
     "rediss+cluster": (True, "rediss"),
 }
-#: Redis errors, socket errors and our own timeouts: all mean "cannot answer".
-_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
-_JOIN, _LEAVE = "j", "l"
 
 
 def mask_url(url: str) -> str:
@@ -104,56 +111,6 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-# -- wire format (msgpack) ---------------------------------------------------------
-
-
-def _pack(obj: object) -> bytes:
-    packed: bytes = msgpack.packb(obj, use_bin_type=True)
-    return packed
-
-
-def _unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False)
-
-
-def _publication(room: str, items: Sequence[Any]) -> Publication:
-    """From the unpacked array [seq, epoch, from, ts, data, origin] the publish script built."""
-    seq, epoch, from_uid, ts, data, origin = items
-    return Publication(room, seq, epoch, from_uid, ts, data, origin)
-
-
-def _room_message(room: str, payload: bytes) -> Publication | PresenceEvent:
-    """A room channel carries [seq, ...] publications and [marker, uid, origin] events."""
-    items = _unpack(payload)
-    if isinstance(items[0], int):
-        return _publication(room, items)
-    marker, uid, origin = items
-    return PresenceEvent(room, uid, "join" if marker == _JOIN else "leave", origin)
-
-
-def _dm_fields(dm: DirectMessage) -> tuple[str, str, str | None, bytes, int]:
-    return (dm.mid, dm.to_uid, dm.from_uid, dm.data, dm.ts)
-
-
-def _command(payload: bytes) -> NodeCommand:
-    op, code, reason, uid, conn_id, jti, dm = _unpack(payload)
-    return NodeCommand(
-        NodeOp(op), code, reason, uid, conn_id, jti, None if dm is None else DirectMessage(*dm)
-    )
-
-
-def _record(uid: str, conn_id: str, value: bytes) -> tuple[SessionRecord, int]:
-    """A registry entry ``<admission no>|<msgpack>`` -> (record, admission no)."""
-    number, _, blob = value.partition(b"|")
-    node_id, ip, connected_at, jti = _unpack(blob)
-    return SessionRecord(conn_id, uid, node_id, ip, connected_at, jti), int(number)
-
-
-def _pairs(flat: Sequence[Any]) -> Iterator[tuple[str, bytes]]:
-    for i in range(0, len(flat) - 1, 2):
-        yield flat[i].decode(), flat[i + 1]
-
-
 def _ms(seconds: float) -> int:
     """A positive millisecond duration (Redis refuses a zero or negative expiry)."""
     return max(1, math.ceil(seconds * 1000))
@@ -163,132 +120,6 @@ def _client_name(node_id: str, role: str) -> str:
     # CLIENT SETNAME refuses spaces and control characters.
     safe = "".join(c if "!" <= c <= "~" else "_" for c in node_id)
     return f"squall:{safe}:{role}"
-
-
-# -- pub/sub connection ------------------------------------------------------------
-
-
-class _Link:
-    """One pub/sub connection and its subscriptions.
-
-    Redis answers each (S)SUBSCRIBE/(S)UNSUBSCRIBE channel with one confirmation, in
-    command order, interleaved with messages; :meth:`request` waits for exactly
-    those, matched against a FIFO of waiters (sends are serialised so FIFO order is
-    send order). Any mismatch, unsolicited unsubscribe (cluster slot moved) or
-    read error ends the reader task, which the supervisor turns into a reconnect.
-    """
-
-    def __init__(
-        self,
-        conn: AbstractConnection,
-        sharded: bool,
-        probe_channel: bytes,
-        on_message: Callable[[bytes, bytes], None],
-        timeout_s: float,
-        name: str = "",
-    ) -> None:
-        self.conn = conn
-        #: the cluster node name (``host:port``) this link is connected to
-        self.name = name
-        self.probe_channel = probe_channel
-        self._on_message = on_message
-        self._timeout_s = timeout_s
-        s = b"s" if sharded else b""
-        self._sub, self._unsub, self._message = s + b"subscribe", s + b"unsubscribe", s + b"message"
-        #: (reply kind, channel, resolved True when confirmed / False when lost)
-        self._pending: deque[tuple[bytes, bytes, asyncio.Future[bool]]] = deque()
-        self._send_lock = asyncio.Lock()
-        self._probe: tuple[bytes, asyncio.Future[bool]] | None = None
-        self.reader: asyncio.Task[None] | None = None
-
-    async def open(self) -> None:
-        await self.conn.connect()  # type: ignore[no-untyped-call]
-        self.reader = asyncio.ensure_future(self._read())
-
-    async def close(self) -> None:
-        if self.reader is not None:
-            self.reader.cancel()
-            await asyncio.wait([self.reader])
-            if not self.reader.cancelled():
-                self.reader.exception()  # retrieved: the supervisor already reported it
-        self._resolve_all()
-        await self.conn.disconnect(nowait=True)
-
-    @property
-    def alive(self) -> bool:
-        return self.reader is not None and not self.reader.done()
-
-    async def request(self, subscribe: bool, channels: Sequence[bytes]) -> None:
-        """(Un)subscribe ``channels``; returns once Redis confirmed every one of them."""
-        if not channels:
-            return
-        kind = self._sub if subscribe else self._unsub
-        loop = asyncio.get_running_loop()
-        waiters: list[asyncio.Future[bool]] = []
-        async with self._send_lock:
-            if not self.alive:
-                raise ConnectionError("pub/sub connection is down")
-            for channel in channels:
-                waiters.append(loop.create_future())
-                self._pending.append((kind, channel, waiters[-1]))
-            # One command per channel: sharded channels of different slots may not share one.
-            packed = self.conn.pack_commands([(kind.upper(), ch) for ch in channels])
-            await self.conn.send_packed_command(packed, check_health=False)
-        done, _ = await asyncio.wait(waiters, timeout=self._timeout_s)
-        if len(done) < len(waiters):
-            raise TimeoutError(f"no {kind.decode()} confirmation within {self._timeout_s} s")
-        if not all(w.result() for w in waiters):
-            raise ConnectionError("pub/sub connection lost before confirmation")
-
-    async def probe(self, publish: Callable[[bytes, bytes], Any], token: bytes) -> None:
-        """Publish ``token`` on the probe channel and wait until it comes back here."""
-        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._probe = (token, waiter)
-        try:
-            await publish(self.probe_channel, token)
-            if not await waiter:
-                raise ConnectionError("pub/sub connection lost during the probe")
-        finally:
-            self._probe = None
-
-    async def _read(self) -> None:
-        try:
-            while True:
-                reply = await self.conn.read_response(timeout=math.inf)
-                kind = reply[0]
-                if kind == self._message:
-                    if reply[1] == self.probe_channel:
-                        self._probe_arrived(reply[2])
-                    else:
-                        self._on_message(reply[1], reply[2])
-                elif kind in (self._sub, self._unsub):
-                    self._confirm(kind, reply[1])
-                else:
-                    raise ConnectionError(f"unexpected pub/sub reply {kind!r}")
-        finally:
-            self._resolve_all()
-
-    def _confirm(self, kind: bytes, channel: bytes) -> None:
-        if not self._pending:
-            raise ConnectionError(f"unsolicited {kind.decode()} of {channel!r}")
-        want_kind, want_channel, waiter = self._pending.popleft()
-        if (want_kind, want_channel) != (kind, channel):
-            raise ConnectionError("pub/sub confirmations out of order")
-        if not waiter.done():
-            waiter.set_result(True)
-
-    def _probe_arrived(self, token: bytes) -> None:
-        if self._probe is not None and self._probe[0] == token and not self._probe[1].done():
-            self._probe[1].set_result(True)
-
-    def _resolve_all(self) -> None:
-        # Waiters learn "lost" through a False result, never an unretrieved exception.
-        while self._pending:
-            waiter = self._pending.popleft()[2]
-            if not waiter.done():
-                waiter.set_result(False)
-        if self._probe is not None and not self._probe[1].done():
-            self._probe[1].set_result(False)
 
 
 # -- the backend -------------------------------------------------------------------
@@ -330,13 +161,9 @@ class RedisBackend(Backend):
         self.options = options
         self._clock = clock
         self._url = url
-        self._cluster = cluster
         self._keys = RedisKeys(options.key_prefix)
         self._scripts = lua.publishing("SPUBLISH" if cluster else "PUBLISH")
-        self._probe_interval_s = probe_interval_s
-        self._probe_timeout_s = probe_timeout_s
         self._timeout_s = socket_timeout_s
-        self._retry = reconnect or RetryPolicy(FullJitterBackoff(base=0.05, cap=2.0))
         kwargs: dict[str, Any] = {
             "socket_timeout": socket_timeout_s,
             "socket_connect_timeout": socket_timeout_s,
@@ -368,14 +195,25 @@ class RedisBackend(Backend):
             self._client = Redis.from_pool(pool)
         self._inflight = asyncio.Semaphore(max_connections)
         self._listener: BackendListener | None = None
-        self._available = False
+        self._started = False
         self._closed = False
-        self._supervisor: asyncio.Task[None] | None = None
-        self._links: list[_Link] = []
-        self._connected_once = False
-        #: room channel -> room, for every room passed to subscribe_room and not left
-        self._wanted: dict[bytes, str] = {}
-        self._node_channel = self._keys.node_channel(node_id).encode()
+        self._pubsub = PubSub(
+            self._client,
+            node_id=node_id,
+            client_name=_client_name(node_id, "sub"),
+            mailbox=self._keys.node_channel(node_id).encode(),
+            probe_base=self._keys.probe_channel(node_id),
+            on_mailbox=self._on_mailbox,
+            on_room=self._on_room,
+            on_availability=self._on_availability,
+            prepare=self._load_scripts,
+            publish=self._probe_publish,
+            clock=clock,
+            retry=reconnect or RetryPolicy(FullJitterBackoff(base=0.05, cap=2.0)),
+            probe_interval_s=probe_interval_s,
+            probe_timeout_s=probe_timeout_s,
+            timeout_s=socket_timeout_s,
+        )
         #: what close() deregisters: sessions and memberships written by this node
         self._own_sessions: dict[str, SessionRecord] = {}
         self._own_memberships: set[Membership] = set()
@@ -393,19 +231,17 @@ class RedisBackend(Backend):
         cannot be reached; afterwards the supervisor keeps the connection alive.
         The listener is told ``on_availability(True)`` soon after this returns.
         """
-        if self._supervisor is not None or self._closed:
+        if self._started or self._closed:
             raise RuntimeError("RedisBackend.start() called twice or after close()")
         self._listener = listener
         try:
             with self._unavailable("connect"):
-                await self._connect()
+                await self._pubsub.start()
         except BackendUnavailable:
             self._listener = None
             raise
-        self._available = True
+        self._started = True
         log.info("node %s connected to %s", self.node_id, mask_url(self._url))
-        asyncio.get_running_loop().call_soon(self._announce_start, listener)
-        self._supervisor = asyncio.ensure_future(self._supervise())
 
     async def close(self) -> None:
         """Deregister this node's sessions and memberships, stop delivery, disconnect.
@@ -418,19 +254,14 @@ class RedisBackend(Backend):
             return
         self._closed = True
         self._listener = None
-        self._available = False
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            await asyncio.wait([self._supervisor])
+        await self._pubsub.close()
         failure: BackendUnavailable | None = None
         try:
-            if self._supervisor is not None:  # never started: nothing registered
+            if self._started:  # never started: nothing registered
                 await self._deregister()
         except BackendUnavailable as exc:
             failure = exc
             log.warning("node %s could not deregister: %s", self.node_id, exc)
-        await self._drop_links()
-        self._wanted.clear()
         await self._client.aclose()
         if failure is not None:
             raise failure
@@ -438,11 +269,7 @@ class RedisBackend(Backend):
     @property
     def available(self) -> bool:
         """True while the pub/sub connection is up and the last probe came back."""
-        return self._available
-
-    def _announce_start(self, listener: BackendListener) -> None:
-        if listener is self._listener and self._available:
-            self._notify(listener, True)
+        return self._pubsub.available
 
     async def _deregister(self) -> None:
         sessions, self._own_sessions = list(self._own_sessions.values()), {}
@@ -460,189 +287,6 @@ class RedisBackend(Backend):
             pipe.zrem(k.nodes(), self.node_id)
 
         await self._pipeline("deregister", build)
-
-    # -- supervisor: connect, watch, reconnect ----------------------------------
-
-    async def _supervise(self) -> None:
-        failures = 0
-        while True:
-            if not self._links:
-                try:
-                    await self._connect()
-                except Exception as exc:
-                    failures += 1
-                    self._mark(False, f"reconnect failed: {_describe(exc)}", exc)
-                    delay = self._retry.delay(failures) or 0.0
-                    log.debug(
-                        "node %s: reconnect %d failed, next in %.2f s",
-                        self.node_id,
-                        failures,
-                        delay,
-                    )
-                    await asyncio.sleep(delay)
-                    continue
-                failures = 0
-                self._mark(True, "reconnected, every channel resubscribed")
-            try:
-                await self._watch()
-            except Exception as exc:
-                self._mark(False, _describe(exc), exc)
-            await self._drop_links()
-            # Jittered even the first time: nodes that lost Redis together spread out.
-            await asyncio.sleep(self._retry.delay(1) or 0.0)
-
-    def _mark(self, available: bool, reason: str, exc: Exception | None = None) -> None:
-        if exc is not None and not isinstance(exc, _FAILURES):
-            # Not a Redis or network failure: a bug. Loud, then heal like any failure.
-            log.error("pub/sub supervisor error for node %s", self.node_id, exc_info=exc)
-        if available == self._available:
-            return
-        self._available = available
-        if available:
-            log.info("redis available again for node %s: %s", self.node_id, reason)
-        else:
-            log.warning("redis unavailable for node %s: %s", self.node_id, reason)
-        self._notify(self._listener, available)
-
-    @staticmethod
-    def _notify(listener: BackendListener | None, available: bool) -> None:
-        if listener is None:
-            return
-        try:
-            listener.on_availability(available)
-        except Exception:
-            log.exception("listener.on_availability(%s) failed", available)
-
-    async def _connect(self) -> None:
-        """Load the scripts, open the link(s), subscribe mailbox + probe + wanted rooms,
-        pass one probe round. Only then is the node (again) available."""
-        # A restarted Redis lost its script cache: reload so publish stays one EVALSHA.
-        await self._load_scripts()
-        links = await self._open_links()
-        try:
-            plan: dict[int, list[bytes]] = {id(link): [link.probe_channel] for link in links}
-            for channel in [self._node_channel, *self._wanted]:
-                plan[id(self._route(channel, links))].append(channel)
-            for link in links:
-                await link.request(True, plan[id(link)])
-            await self._probe_all(links)
-        except BaseException:
-            for link in links:
-                await link.close()
-            raise
-        self._links = links
-        self._connected_once = True
-
-    async def _open_links(self) -> list[_Link]:
-        links: list[_Link] = []
-        try:
-            if isinstance(self._client, RedisCluster):
-                await self._client.initialize()
-                if self._connected_once:
-                    # A link died: slots may have moved (failover, resharding).
-                    await self._client.nodes_manager.initialize()
-                for i, node in enumerate(self._client.get_primaries()):
-                    probe = self._cluster_probe_channel(node.name, i)
-                    conn = node.connection_class(**node.connection_kwargs)
-                    links.append(self._make_link(conn, probe, node.name))
-                    await links[-1].open()
-            else:
-                pool = self._client.connection_pool
-                probe = self._keys.probe_channel(self.node_id).encode()
-                sub: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
-                links.append(self._make_link(sub, probe))
-                await links[-1].open()
-        except BaseException:
-            for link in links:
-                await link.close()
-            raise
-        return links
-
-    def _make_link(self, conn: AbstractConnection, probe_channel: bytes, name: str = "") -> _Link:
-        conn.client_name = _client_name(self.node_id, "sub")
-        return _Link(conn, self._cluster, probe_channel, self._dispatch, self._timeout_s, name)
-
-    def _cluster_probe_channel(self, node_name: str, index: int) -> bytes:
-        """A probe channel whose slot the master ``node_name`` owns (one per master)."""
-        assert isinstance(self._client, RedisCluster)
-        base = self._keys.probe_channel(self.node_id)
-        for n in range(1 << 20):
-            channel = f"{base}:{index}:{n}"
-            if self._owner(channel) == node_name:
-                return channel.encode()
-        raise ConnectionError(f"no probe channel found for {node_name}")
-
-    def _owner(self, channel: str) -> str:
-        """Name of the master serving ``channel``'s slot (cluster only)."""
-        assert isinstance(self._client, RedisCluster)
-        node = self._client.get_node_from_key(channel)
-        if node is None:
-            raise ConnectionError(f"no master serves the slot of {channel!r}")
-        return node.name
-
-    def _route(self, channel: bytes, links: list[_Link]) -> _Link:
-        """The link that carries ``channel``: the only one, or its slot's master's."""
-        if not isinstance(self._client, RedisCluster):
-            return links[0]
-        owner = self._owner(channel.decode())
-        for link in links:
-            if link.name == owner:
-                return link
-        raise ConnectionError(f"slot of {channel!r} moved to {owner}: topology changed")
-
-    async def _watch(self) -> None:
-        """Return (raising) as soon as a reader dies or a probe fails."""
-        prober = asyncio.ensure_future(self._probe_forever())
-        tasks: list[asyncio.Task[None]] = [prober]
-        tasks += [link.reader for link in self._links if link.reader is not None]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-            raise ConnectionError("pub/sub reader stopped")
-        finally:
-            prober.cancel()
-            await asyncio.wait([prober])
-
-    async def _probe_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._probe_interval_s)
-            await self._probe_all(self._links)
-
-    async def _probe_all(self, links: list[_Link]) -> None:
-        token = f"{self._clock.wall():.6f}:{next(self._unique)}".encode()
-        try:
-            async with asyncio.timeout(self._probe_timeout_s):
-                await asyncio.gather(*(link.probe(self._probe_publish, token) for link in links))
-        except TimeoutError:
-            raise ConnectionError(
-                f"liveness probe not back within {self._probe_timeout_s} s (half-open?)"
-            ) from None
-
-    async def _drop_links(self) -> None:
-        links, self._links = self._links, []
-        for link in links:
-            await link.close()
-
-    def _dispatch(self, channel: bytes, payload: bytes) -> None:
-        """Decode once, hand to the listener; a bad message or listener bug is logged."""
-        listener = self._listener
-        if listener is None:
-            return
-        try:
-            if channel == self._node_channel:
-                listener.on_command(_command(payload))
-                return
-            room = self._wanted.get(channel)
-            if room is None:
-                return  # unsubscribed while in flight
-            item = _room_message(room, payload)
-            if isinstance(item, Publication):
-                listener.on_publication(item)
-            else:
-                listener.on_presence(item)
-        except Exception:
-            log.exception("dropped a message on %r", channel)
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -671,12 +315,12 @@ class RedisBackend(Backend):
         """Every Redis, socket or timeout failure becomes :class:`BackendUnavailable`."""
         try:
             yield
-        except _FAILURES as exc:
+        except FAILURES as exc:
             if isinstance(exc, ResponseError):
                 # Redis answered with an error (a script bug, a foreign key of the wrong
                 # type, OOM, READONLY...): not a network blip, so say it loudly here.
-                log.error("redis refused %s: %s", what, _describe(exc))
-            raise BackendUnavailable(f"{what}: {_describe(exc)}") from exc
+                log.error("redis refused %s: %s", what, describe(exc))
+            raise BackendUnavailable(f"{what}: {describe(exc)}") from exc
 
     @asynccontextmanager
     async def _guard(self, what: str) -> AsyncIterator[None]:
@@ -717,7 +361,7 @@ class RedisBackend(Backend):
                     await self._load_scripts()
                 continue
             if errors:
-                raise BackendUnavailable(f"{what}: {_describe(errors[0])}") from errors[0]
+                raise BackendUnavailable(f"{what}: {describe(errors[0])}") from errors[0]
             return results
         raise AssertionError("unreachable")
 
@@ -738,6 +382,29 @@ class RedisBackend(Backend):
     def _unique_member(self, now_ms: int) -> str:
         return f"{now_ms}:{self.node_id}:{next(self._unique)}"
 
+    # -- pub/sub callbacks -----------------------------------------------------
+
+    # Called by the PubSub, which logs (and survives) any exception raised here;
+    # nothing reaches a listener after close().
+
+    def _on_availability(self, available: bool) -> None:
+        if self._listener is not None:
+            self._listener.on_availability(available)
+
+    def _on_mailbox(self, payload: bytes) -> None:
+        if self._listener is not None:
+            self._listener.on_command(decode_command(payload))
+
+    def _on_room(self, room: str, payload: bytes) -> None:
+        listener = self._listener
+        if listener is None:
+            return
+        item = decode_room_message(room, payload)
+        if isinstance(item, Publication):
+            listener.on_publication(item)
+        else:
+            listener.on_presence(item)
+
     # -- rooms -----------------------------------------------------------------
 
     async def subscribe_room(self, room: str) -> None:
@@ -746,18 +413,10 @@ class RedisBackend(Backend):
         Raises :class:`BackendUnavailable` while the pub/sub connection is down; a room
         not subscribed before is then not wanted (call again once available).
         """
-        channel = self._keys.room_channel(room).encode()
-        already = channel in self._wanted
-        self._wanted[channel] = room
         try:
-            if not self._links:
-                raise ConnectionError("pub/sub connection is down")
-            # Sent even when already wanted: a first call may still await its confirmation.
-            await self._route(channel, self._links).request(True, [channel])
-        except _FAILURES as exc:
-            if not already:  # an earlier successful subscribe stays in force
-                self._wanted.pop(channel, None)
-            raise BackendUnavailable(f"subscribe {room!r}: {_describe(exc)}") from exc
+            await self._pubsub.subscribe(self._keys.room_channel(room).encode(), room)
+        except FAILURES as exc:
+            raise BackendUnavailable(f"subscribe {room!r}: {describe(exc)}") from exc
 
     async def unsubscribe_room(self, room: str) -> None:
         """See :meth:`Backend.unsubscribe_room`: delivery stops at once, never raises.
@@ -765,21 +424,15 @@ class RedisBackend(Backend):
         If Redis cannot confirm, the stale server-side subscription is only filtered
         out until the next reconnect.
         """
-        channel = self._keys.room_channel(room).encode()
-        if self._wanted.pop(channel, None) is None or not self._links:
-            return
-        try:
-            await self._route(channel, self._links).request(False, [channel])
-        except _FAILURES as exc:
-            log.debug("unsubscribe %r not confirmed: %s", room, _describe(exc))
+        await self._pubsub.unsubscribe(self._keys.room_channel(room).encode())
 
     async def publish(
         self, room: str, data: bytes, from_uid: str | None, ts: int, origin: str | None = None
     ) -> Publication:
         """See :meth:`Backend.publish`: one ``EVALSHA`` (one round trip) in all."""
         k = self._keys
-        # The array header (1 byte, 0x94) is dropped: the script prepends [seq, epoch].
-        tail = memoryview(_pack((from_uid, ts, data, origin)))[1:]
+        # The script prepends the array header and [seq, epoch] (see redis_codec).
+        tail = publication_tail(from_uid, ts, data, origin)
         seq, epoch = await self._eval(
             self._scripts.publish,
             (k.room_meta(room), k.room_history(room)),
@@ -818,7 +471,7 @@ class RedisBackend(Backend):
             return Recovery([], position, recovered=False)
         if since >= position.seq:
             return Recovery([], position, recovered=True)
-        pubs = [_publication(room, _unpack(raw)) for raw in state[2]]
+        pubs = [decode_publication(room, raw) for raw in state[2]]
         pubs = [p for p in pubs if p.seq > since]
         return Recovery(pubs, position, recovered=bool(pubs) and pubs[0].seq == since + 1)
 
@@ -837,7 +490,7 @@ class RedisBackend(Backend):
                 m.uid,
                 member(m.uid, m.conn_id),
                 k.room_channel(m.room) if announce else "",
-                _pack((_JOIN, m.uid, m.conn_id)) if announce else b"",
+                encode_presence("join", m.uid, m.conn_id) if announce else b"",
                 self._registry_key_ttl_ms,
             ),
         )
@@ -855,7 +508,7 @@ class RedisBackend(Backend):
                 m.uid,
                 member(m.uid, m.conn_id),
                 k.room_channel(m.room) if announce else "",
-                _pack((_LEAVE, m.uid, m.conn_id)) if announce else b"",
+                encode_presence("leave", m.uid, m.conn_id) if announce else b"",
             ),
         )
         self._own_memberships.discard(m)
@@ -889,7 +542,7 @@ class RedisBackend(Backend):
         k = self._keys
         now = self._now_ms()
         expiry = now + self._session_ttl_ms
-        blob = _pack((record.node_id, record.ip, record.connected_at, record.jti))
+        blob = encode_record(record)
         result = await self._eval(
             lua.ADMIT,
             (k.user_sessions(record.uid), k.user_records(record.uid)),
@@ -897,7 +550,7 @@ class RedisBackend(Backend):
         )
         if result[0] == 0:
             return Admission(admitted=False)
-        evicted = [_record(record.uid, conn, value)[0] for conn, value in _pairs(result[1:])]
+        evicted = [decode_record(record.uid, conn, value)[0] for conn, value in pairs(result[1:])]
         if record.node_id == self.node_id:
             self._own_sessions[record.conn_id] = record
         for old in evicted:
@@ -941,7 +594,7 @@ class RedisBackend(Backend):
         flat = await self._eval(
             lua.SESSIONS, (k.user_sessions(uid), k.user_records(uid)), (self._now_ms(),)
         )
-        found = [_record(uid, conn, value) for conn, value in _pairs(flat)]
+        found = [decode_record(uid, conn, value) for conn, value in pairs(flat)]
         found.sort(key=lambda item: (item[0].connected_at, item[1]))
         return [record for record, _ in found]
 
@@ -1000,9 +653,7 @@ class RedisBackend(Backend):
 
     async def send_command(self, node_id: str, command: NodeCommand) -> None:
         """See :meth:`Backend.send_command`: one PUBLISH to the node's mailbox channel."""
-        dm = None if command.dm is None else _dm_fields(command.dm)
-        c = command
-        payload = _pack((c.op.value, c.code, c.reason, c.uid, c.conn_id, c.jti, dm))
+        payload = encode_command(command)
         async with self._guard("send_command"):
             await self._publish(self._keys.node_channel(node_id).encode(), payload)
 
@@ -1116,7 +767,7 @@ class RedisBackend(Backend):
             (k.inbox_order(dm.to_uid), k.inbox_messages(dm.to_uid)),
             (
                 dm.mid,
-                _pack(_dm_fields(dm)),
+                encode_dm(dm),
                 self.options.offline_max_messages,
                 _ms(self.options.offline_ttl_s),
             ),
@@ -1126,7 +777,7 @@ class RedisBackend(Backend):
     async def inbox_list(self, uid: str) -> list[DirectMessage]:
         k = self._keys
         raw = await self._eval(lua.INBOX_LIST, (k.inbox_order(uid), k.inbox_messages(uid)), ())
-        return [DirectMessage(*_unpack(value)) for value in raw]
+        return [decode_dm(value) for value in raw]
 
     async def inbox_ack(self, uid: str, mids: Sequence[str]) -> int:
         if not mids:
@@ -1136,8 +787,3 @@ class RedisBackend(Backend):
             lua.INBOX_ACK, (k.inbox_order(uid), k.inbox_messages(uid)), tuple(mids)
         )
         return int(removed)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -5,8 +5,13 @@ the :class:`Harness` wraps a driver for one test: it builds started backends wit
 a :class:`Recorder` as listener, gives every test a fresh ``key_prefix`` and closes
 everything at teardown.
 
-To add a kind (e.g. Redis): write a class satisfying :class:`Driver` and register
-it in :data:`DRIVERS`. ``shared = True`` when backends built by one harness share a
+The kinds: ``memory``; ``redis``, on the test process's shared redis-server; and
+``redis-cluster``, on the process's shared 3-master Redis Cluster (started on first
+use, about 2 s, and stopped at exit). Every test gets its own ``key_prefix``, so
+one server or cluster serves every test of the process.
+
+To add a kind: write a class satisfying :class:`Driver` and register it in
+:data:`DRIVERS`. ``shared = True`` when backends built by one harness share a
 store (they are nodes of one cluster); the multi-node tests then run for it.
 ``advance`` may really sleep (real TTLs): every expiry test uses TTLs of about 1 s.
 
@@ -36,7 +41,7 @@ from core.backend.base import (
 from core.backend.memory import MemoryBackend
 from core.backend.redis import RedisBackend
 from core.clock import Clock, ManualClock, SystemClock
-from tests.redis_server import shared_server
+from tests.redis_server import shared_cluster, shared_server
 
 #: Seconds a test waits for a delivery before failing.
 DELIVERY_TIMEOUT_S = 5.0
@@ -133,8 +138,17 @@ class RedisDriver:
 
     def __init__(self) -> None:
         self.clock = SystemClock()
-        self.url = shared_server().url
-        self._raw: redis.asyncio.Redis | None = None
+        self.url = self.server_url()
+        self._raw: redis.asyncio.Redis | redis.asyncio.RedisCluster | None = None
+
+    @staticmethod
+    def server_url() -> str:
+        """The URL the backends connect to (starts the shared server on first use)."""
+        return shared_server().url
+
+    def raw_client(self) -> redis.asyncio.Redis | redis.asyncio.RedisCluster:
+        """A plain client for writes an operator would make."""
+        return redis.asyncio.Redis.from_url(self.url)
 
     def build(self, node_id: str, options: BackendOptions) -> Backend:
         return RedisBackend(node_id, options, self.clock, self.url)
@@ -144,7 +158,7 @@ class RedisDriver:
 
     async def write_key(self, backend: Backend, key: str, value: str, ttl_s: float | None) -> None:
         if self._raw is None:
-            self._raw = redis.asyncio.Redis.from_url(self.url)
+            self._raw = self.raw_client()
         px = None if ttl_s is None else int(ttl_s * 1000)
         await self._raw.set(backend.options.key_prefix + key, value, px=px)
 
@@ -153,8 +167,23 @@ class RedisDriver:
             await self._raw.aclose()
 
 
+class RedisClusterDriver(RedisDriver):
+    """Nodes of one cluster on the test process's shared 3-master Redis Cluster."""
+
+    @staticmethod
+    def server_url() -> str:
+        return shared_cluster().url
+
+    def raw_client(self) -> redis.asyncio.RedisCluster:
+        return redis.asyncio.RedisCluster.from_url(self.url.replace("redis+cluster:", "redis:", 1))
+
+
 #: backend kind -> driver class (instantiated once per test; ``shared`` read off the class)
-DRIVERS: dict[str, type[Driver]] = {"memory": MemoryDriver, "redis": RedisDriver}
+DRIVERS: dict[str, type[Driver]] = {
+    "memory": MemoryDriver,
+    "redis": RedisDriver,
+    "redis-cluster": RedisClusterDriver,
+}
 
 
 class Harness:

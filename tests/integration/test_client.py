@@ -449,3 +449,27 @@ async def test_browser_client_reconnects_and_recovers(nodes: NodeFactory, tmp_pa
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_a_new_room_epoch_is_not_mistaken_for_duplicates(nodes: NodeFactory) -> None:
+    import msgpack
+
+    from core.backend.base import Publication
+
+    node = await nodes()
+    alice = _client(node, "alice")
+    await alice.connect()
+    ok = await alice.join("e")
+    stream = alice.messages()
+    for i in range(1, 4):
+        await alice.publish("e", i)
+    assert [(await _next(stream))["seq"] for _ in range(3)] == [1, 2, 3]
+    # What a node delivers after the shared store lost the room: seq restarts at 1
+    # under a new epoch.
+    node.node.on_publication(Publication("e", 1, "fresh-epoch", None, 0, msgpack.packb("new")))
+    again = await _next(stream)
+    assert again["seq"] == 1 and again["data"] == "new" and again["epoch"] == "fresh-epoch"
+    assert ok["epoch"] != "fresh-epoch"
+    assert alice.rooms["e"].epoch == "fresh-epoch"
+    await alice.close()

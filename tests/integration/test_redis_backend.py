@@ -1,10 +1,10 @@
 """RedisBackend nodes sharing real redis-server processes behave as one server.
 
-What the shared contract suite (tests/contract, run for "redis" too) cannot show:
-several nodes at once, Redis going away and coming back, a frozen (half-open)
-Redis, the one-command-per-publish budget, nodes that vanish without closing,
-and Redis Cluster. Every wait is bounded; "eventually" conditions poll with a
-deadline.
+What the shared contract suite (tests/contract, run for "redis" and
+"redis-cluster" too) cannot show: several nodes at once, Redis going away and
+coming back, a frozen (half-open) Redis, the one-command-per-publish budget, nodes
+that vanish without closing, sharded fan-out over every master and cluster links
+healing. Every wait is bounded; "eventually" conditions poll with a deadline.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ import logging
 import operator
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sized
+from collections.abc import Awaitable, Callable, Sized
 from functools import partial
 from typing import Any
 
 import pytest
 import redis.asyncio
 
-from core.backend.backoff import FullJitterBackoff, RetryPolicy
 from core.backend.base import (
     BackendUnavailable,
     DirectMessage,
@@ -34,7 +33,7 @@ from core.backend.base import (
 from core.backend.redis import RedisBackend, mask_url
 from tests.contract.conftest import Recorder
 from tests.integration.conftest import RedisNodes
-from tests.redis_server import RedisClusterServers, RedisServer
+from tests.redis_server import RedisClusterServers, RedisServer, shared_cluster
 
 #: fast failure detection for the fault tests
 FAST: dict[str, Any] = {"probe_interval_s": 0.2, "probe_timeout_s": 0.5, "socket_timeout_s": 0.5}
@@ -411,27 +410,13 @@ async def test_rediss_with_mutual_tls(redis_nodes: RedisNodes) -> None:
         await redis_nodes.start("c", ssl_ca_file=str(files.ca))
 
 
-# -- reconnect policy --------------------------------------------------------------
-
-
-def test_full_jitter_backoff_is_capped_and_retry_policy_bounded() -> None:
-    top = FullJitterBackoff(base=0.1, cap=2.0, uniform=lambda lo, hi: hi)
-    assert [top.compute(n) for n in (0, 1, 2, 4, 5, 10_000)] == [0.1, 0.2, 0.4, 1.6, 2.0, 2.0]
-    assert FullJitterBackoff(uniform=lambda lo, hi: lo).compute(3) == 0.0
-    policy = RetryPolicy(top, max_attempts=3)
-    assert [policy.delay(n) for n in (1, 2, 3)] == [0.1, 0.2, None]
-    assert RetryPolicy(top).delay(10_000) == 2.0
-    with pytest.raises(ValueError):
-        FullJitterBackoff(base=1.0, cap=0.5)
-
-
 # -- Redis Cluster -----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def redis_cluster() -> Iterator[RedisClusterServers]:
-    with RedisClusterServers() as cluster:
-        yield cluster
+@pytest.fixture
+def redis_cluster() -> RedisClusterServers:
+    """The process's shared cluster (also the contract suite's): kill clients, never stop it."""
+    return shared_cluster()
 
 
 @pytest.mark.gen_test(timeout=30)

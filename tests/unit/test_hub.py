@@ -66,6 +66,7 @@ def test_fanout_encodes_once_per_encoding_and_shares_bytes() -> None:
         "seq": 1,
         "from": "alice",
         "ts": 5,
+        "epoch": "e",
         "data": {"x": 1},
     }
 

@@ -504,7 +504,14 @@ ALL_DATA: Any = {
 @pytest.mark.parametrize("from_uid", ["alice", None])
 def test_encode_msg_round_trips(value: Any, from_uid: str | None) -> None:
     pub = Publication("room/é", 2**40, "ep", from_uid, 1_700_000_000_000, packb(value))
-    expected = {"t": "msg", "room": "room/é", "seq": 2**40, "from": from_uid, "ts": pub.ts}
+    expected = {
+        "t": "msg",
+        "room": "room/é",
+        "seq": 2**40,
+        "from": from_uid,
+        "ts": pub.ts,
+        "epoch": "ep",
+    }
     encoded = encode_msg(pub, MP)
     assert isinstance(encoded, bytes)
     assert msgpack.unpackb(encoded) == {**expected, "data": value}
