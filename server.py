@@ -72,6 +72,9 @@ def build_backend(settings: Settings, node_id: str, clock: Clock) -> Backend:
         ssl_cert_file=b.ssl_cert_file,
         ssl_key_file=b.ssl_key_file,
         ssl_cert_reqs=b.ssl_cert_reqs,
+        probe_interval_s=b.probe_interval_s,
+        probe_timeout_s=b.probe_timeout_s,
+        socket_timeout_s=b.socket_timeout_s,
     )
 
 

@@ -114,6 +114,9 @@ class BackendConfig:
     ssl_cert_file: str | None = field(default=None, metadata=_PATH)
     ssl_key_file: str | None = field(default=None, metadata=_PATH)
     ssl_cert_reqs: CertReqs = "required"
+    probe_interval_s: float = 1.0
+    probe_timeout_s: float = 3.0
+    socket_timeout_s: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -580,6 +583,9 @@ _FLOAT_POSITIVE = {
     "auth.lockout.block_s": True,
     "ratelimit.window_s": True,
     "heartbeat.interval_s": True,
+    "backend.probe_interval_s": True,
+    "backend.probe_timeout_s": True,
+    "backend.socket_timeout_s": True,
 }
 
 
