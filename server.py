@@ -28,7 +28,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from core.auth import JwtSettings, TokenIssuer, TokenVerifier
-from core.backend.base import Backend, BackendOptions
+from core.backend.base import Backend, BackendOptions, BackendUnavailable
 from core.backend.memory import MemoryBackend
 from core.cli import cli_overrides, parse_args, run_check_config, run_hash_password
 from core.clock import Clock, SystemClock
@@ -119,21 +119,44 @@ async def drain(node: Node, drain_s: float) -> None:
         log.warning("%d connections still open after drain_s", len(node.hub))
 
 
+async def start_backend(node: Node, stop: asyncio.Event) -> bool:
+    """Start the node's backend, retrying with capped backoff while it is unreachable.
+
+    The HTTP server is already up meanwhile: ``/healthz`` answers 200, ``/readyz`` and
+    handshakes answer 503. Returns False when told to stop before the backend came up.
+    """
+    delay = 0.5
+    while True:
+        try:
+            await node.start()
+            return True
+        except BackendUnavailable:
+            log.error("backend unreachable at start-up; retrying in %.1fs", delay)
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+            return False
+        except TimeoutError:
+            delay = min(delay * 2, 10.0)
+
+
 async def serve(settings: Settings, node_id: str, sockets: list[socket.socket]) -> int:
     """Run one node on ``sockets`` until SIGTERM/SIGINT, then drain. Returns the exit code."""
     clock = SystemClock()
     backend = build_backend(settings, node_id, clock)
     verifier = TokenVerifier(JwtSettings.from_auth_config(settings.auth), clock)
     node = Node(settings, backend, verifier, clock, Metrics())
-    await node.start()
-    app = make_app(node)
-    server = HTTPServer(app, **http_server_options(settings))
-    server.add_sockets(sockets)
-    _sweeper, timer = start_heartbeat(node)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    app = make_app(node)
+    server = HTTPServer(app, **http_server_options(settings))
+    server.add_sockets(sockets)
+    if not await start_backend(node, stop):
+        server.stop()
+        await server.close_all_connections()
+        return 0
+    _sweeper, timer = start_heartbeat(node)
     host, port = settings.server.host, sockets[0].getsockname()[1]
     log.info("squall node %s listening on %s:%d", node_id, host, port)
     await stop.wait()

@@ -355,3 +355,54 @@ async def test_workers_share_the_port_as_separate_nodes() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_node_started_before_redis_waits_then_serves() -> None:
+    redis_port = free_port()
+    port = free_port()
+    env = {
+        **os.environ,
+        "SQUALL_JWT_SECRET": SECRET,
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "SQUALL_SERVER__HOST": "127.0.0.1",
+        "SQUALL_LOG__FORMAT": "text",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "server.py"), "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    server = RedisServer(port=redis_port)
+    try:
+        assert proc.stdout is not None
+        line = b""
+        deadline = time.monotonic() + 15
+        while b"retrying" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+        assert b"backend unreachable at start-up" in line
+        http = AsyncHTTPClient()
+        health = await http.fetch(f"http://127.0.0.1:{port}/healthz", raise_error=False)
+        ready = await http.fetch(f"http://127.0.0.1:{port}/readyz", raise_error=False)
+        assert health.code == 200 and ready.code == 503
+        target = RunningNode.__new__(RunningNode)
+        target.port = port
+        assert (await refused(target, token("early"))).status == 503
+        server.start()
+        deadline = time.monotonic() + 15
+        while (await http.fetch(f"http://127.0.0.1:{port}/readyz", raise_error=False)).code != 200:
+            assert time.monotonic() < deadline, "never became ready"
+            await asyncio.sleep(0.1)
+        c = await connect(target, token("late"))
+        assert (await c.request({"t": "ping"}))["t"] == "pong"
+        c.close()
+        proc.send_signal(signal.SIGTERM)
+        rc = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 15)
+        assert rc == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        server.cleanup()
