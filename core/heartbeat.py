@@ -65,7 +65,11 @@ class Sweeper:
 
     async def _refresh(self, sessions: list[SessionRecord], memberships: list[Membership]) -> None:
         try:
-            await self.node.backend.refresh(sessions, memberships)
+            gone = await self.node.backend.refresh(sessions, memberships)
+            if gone:
+                # Flushed store, or a refresh that came too late: write them again.
+                log.warning("%d session records were gone; re-registering", gone)
+                await self.node.reregister()
         except BackendUnavailable:
             self.node.metrics.backend_errors.inc()
             log.warning("could not refresh %d session records", len(sessions))

@@ -412,12 +412,12 @@ class Node:
             log.info("backend available")
             if self._backend_lost:
                 self._backend_lost = False
-                self.spawn(self._reregister())
+                self.spawn(self.reregister())
         else:
             self._backend_lost = True
             log.error("backend unavailable")
 
-    async def _reregister(self) -> None:
+    async def reregister(self) -> None:
         """Write this node's sessions and memberships again after an outage.
 
         A restarted or flushed Redis lost them, and the heartbeat refresh only

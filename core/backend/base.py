@@ -310,8 +310,13 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def refresh(
         self, sessions: Sequence[SessionRecord], memberships: Sequence[Membership]
-    ) -> None:
-        """Extend the expiry of these records by ``session_ttl_s``: one round trip in all."""
+    ) -> int:
+        """Extend the expiry of these records by ``session_ttl_s``: one round trip in all.
+
+        Only live records are extended; an expired or lost one stays gone. Returns how
+        many of ``sessions`` were gone (the shared store was flushed, or the node was
+        too slow to refresh in time): the caller registers them again.
+        """
 
     @abc.abstractmethod
     async def cluster_counts(self) -> dict[str, int]:

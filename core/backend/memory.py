@@ -428,17 +428,19 @@ class MemoryBackend(Backend):
 
     async def refresh(
         self, sessions: Sequence[SessionRecord], memberships: Sequence[Membership]
-    ) -> None:
+    ) -> int:
         """Extend live records only: an expired one stays gone (as in Redis)."""
         deadline = self._deadline(self.options.session_ttl_s)
+        gone = 0
         for record in sessions:
             user = self._sessions.get(record.uid)
-            if user is not None:
-                user.extend(record.conn_id, deadline)
+            if user is None or not user.extend(record.conn_id, deadline):
+                gone += 1
         for m in memberships:
             conns = self._members.get(m.room, {}).get(m.uid)
             if conns is not None:
                 conns.extend(m.conn_id, deadline)
+        return gone
 
     async def cluster_counts(self) -> dict[str, int]:
         """Live sessions per ``record.node_id``; nodes without sessions are absent."""

@@ -600,7 +600,7 @@ class RedisBackend(Backend):
 
     async def refresh(
         self, sessions: Sequence[SessionRecord], memberships: Sequence[Membership]
-    ) -> None:
+    ) -> int:
         """See :meth:`Backend.refresh`: ONE pipeline (no MULTI), one script per user,
         room and node, each extending live entries only (an expired one stays gone).
         Also keeps this node listed for :meth:`cluster_counts`."""
@@ -631,7 +631,9 @@ class RedisBackend(Backend):
             pipe.zremrangebyscore(k.node_sessions(self.node_id), "-inf", now)
             self._index_node(pipe, self.node_id, {})
 
-        await self._pipeline("refresh", build)
+        results = await self._pipeline("refresh", build)
+        # The first len(users) results are the per-user EXTEND counts.
+        return len(sessions) - sum(int(n) for n in results[: len(users)])
 
     async def cluster_counts(self) -> dict[str, int]:
         """Live sessions per node id; nodes without any are absent (two round trips)."""

@@ -320,7 +320,7 @@ async def test_session_expires_unless_refreshed(harness: Harness) -> None:
     await b.admit(s1, 2, "reject")
     await b.admit(s2, 2, "reject")
     await harness.advance(0.6)
-    await b.refresh([s1], [])
+    assert await b.refresh([s1], []) == 0  # none was gone
     await harness.advance(0.6)
     assert await b.sessions_of("alice") == [s1]
     assert (await b.cluster_counts()).get("n1") == 1
@@ -328,7 +328,8 @@ async def test_session_expires_unless_refreshed(harness: Harness) -> None:
     await harness.advance(1.1)
     assert await b.sessions_of("alice") == []
     assert (await b.cluster_counts()).get("n1", 0) == 0
-    await b.refresh([s1], [])  # an expired record is not brought back
+    # an expired record is not brought back, and is reported gone
+    assert await b.refresh([s1, session("bob", "c9", at=4)], []) == 2
     assert await b.sessions_of("alice") == []
 
 

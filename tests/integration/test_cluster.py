@@ -406,3 +406,26 @@ async def test_node_started_before_redis_waits_then_serves() -> None:
             proc.kill()
             proc.wait()
         server.cleanup()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_flushed_redis_is_noticed_by_the_heartbeat_and_refilled(cluster: Cluster) -> None:
+    import redis.asyncio as aioredis
+
+    server = RedisServer().start()
+    try:
+        a = await cluster("a", {"heartbeat.interval_s": 0.2}, url=server.url)
+        alice = await connect(a, token("alice"))
+        await alice.request({"t": "join", "room": "kept"})
+        assert [s.uid for s in await a.backend.sessions_of("alice")] == ["alice"]
+        raw = aioredis.from_url(server.url)
+        await raw.flushall()
+        await raw.aclose()
+        assert await a.backend.sessions_of("alice") == []
+        deadline = time.monotonic() + 3
+        while not await a.backend.sessions_of("alice"):
+            assert time.monotonic() < deadline, "sessions not re-registered"
+            await asyncio.sleep(0.05)
+        assert await a.backend.presence_members("kept") == ["alice"]
+    finally:
+        server.cleanup()
