@@ -31,7 +31,11 @@ pytest: $(STAMP) redis
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
+$(VENV)/.bench: $(STAMP) bench/requirements.txt
+	$(PY) -m pip install -q -r bench/requirements.txt
+	touch $(VENV)/.bench
+
+bench: $(VENV)/.bench redis
 	$(PY) -m bench.run --short
 
 clean:
