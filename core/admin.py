@@ -36,6 +36,7 @@ from core.protocol import (
     data_from_json,
     validate_room,
 )
+from core.refusal import Refusal
 from core.session import deliver_dm
 from core.signing import RequestVerifier, SignatureError
 
@@ -45,17 +46,8 @@ __all__ = ["MAX_BAN_TTL_S", "OPERATIONS", "ApiError", "ApiGuard", "Caller", "Ser
 MAX_BAN_TTL_S = 10 * 365 * 86400
 
 
-class ApiError(Exception):
+class ApiError(Refusal):
     """A refused API call: HTTP ``status`` and PROTOCOL.md's JSON error fields."""
-
-    def __init__(
-        self, status: int, error: str, message: str, retry_after: float | None = None
-    ) -> None:
-        super().__init__(f"{status} {error}: {message}")
-        self.status = status
-        self.error = error
-        self.message = message
-        self.retry_after = retry_after
 
 
 def _from_reject(reject: Reject) -> ApiError:
@@ -118,13 +110,7 @@ class ApiGuard:
         return Caller(None)
 
     async def _count_failure(self, ip: str, reason: str) -> None:
-        node = self._node
-        node.metrics.auth_failures.labels(reason).inc()
-        lock = node.settings.auth.lockout
-        try:
-            await node.backend.record_auth_failure(ip, lock.failures, lock.window_s, lock.block_s)
-        except BackendUnavailable:
-            node.metrics.backend_errors.inc()
+        await self._node.count_auth_failure(ip, reason)
 
 
 class ServerApi:

@@ -50,6 +50,7 @@ from core.protocol import (
     presence_event,
     welcome,
 )
+from core.refusal import count_auth_failure
 from core.subscriptions import Subscriptions
 
 __all__ = ["Node", "Reject"]
@@ -180,13 +181,12 @@ class Node:
             return UNAVAILABLE
         return claims
 
+    async def count_auth_failure(self, ip: str, reason: str) -> None:
+        """Count a failure of ``ip`` toward its lockout (see :func:`count_auth_failure`)."""
+        await count_auth_failure(self.backend, self.metrics, self.settings.auth.lockout, ip, reason)
+
     async def _auth_failed(self, ip: str, reason: str) -> Reject:
-        self.metrics.auth_failures.labels(reason).inc()
-        lock = self.settings.auth.lockout
-        try:
-            await self.backend.record_auth_failure(ip, lock.failures, lock.window_s, lock.block_s)
-        except BackendUnavailable:
-            self.metrics.backend_errors.inc()
+        await self.count_auth_failure(ip, reason)
         return Reject(401, CloseCode.UNAUTHORIZED, "unauthorized", f"invalid token: {reason}")
 
     def new_connection(self, ip: str, encoding: Encoding, transport: Transport) -> Connection:

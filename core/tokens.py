@@ -41,6 +41,7 @@ from core.backend.base import Backend, BackendUnavailable, NodeCommand, NodeOp, 
 from core.config import LockoutConfig
 from core.metrics import Metrics
 from core.protocol import MAX_TOKEN_CHARS, CloseCode
+from core.refusal import Refusal, count_auth_failure
 from core.users import MAX_PASSWORD_CHARS, MAX_USERNAME_CHARS, UserStore
 
 __all__ = ["TokenPair", "TokenRefused", "TokenService"]
@@ -50,17 +51,8 @@ _PARALLEL_HASHES = 4
 _RETRY_UNAVAILABLE_S = 5.0
 
 
-class TokenRefused(Exception):
+class TokenRefused(Refusal):
     """A refused token request: HTTP ``status`` and PROTOCOL.md's JSON error fields."""
-
-    def __init__(
-        self, status: int, error: str, message: str, retry_after: float | None = None
-    ) -> None:
-        super().__init__(f"{status} {error}: {message}")
-        self.status = status
-        self.error = error
-        self.message = message
-        self.retry_after = retry_after
 
 
 def _unavailable() -> TokenRefused:
@@ -229,13 +221,7 @@ class TokenService:
 
     async def _failure(self, ip: str, reason: str, message: str) -> TokenRefused:
         """Count a failure against ``ip`` and return the 401 to raise."""
-        self._metrics.auth_failures.labels(reason).inc()
-        lock = self._lockout
-        try:
-            await self._backend.record_auth_failure(ip, lock.failures, lock.window_s, lock.block_s)
-        except BackendUnavailable:
-            # The refusal stands; only the count is lost (as in Node.authenticate).
-            self._metrics.backend_errors.inc()
+        await count_auth_failure(self._backend, self._metrics, self._lockout, ip, reason)
         return TokenRefused(401, "unauthorized", message)
 
 

@@ -1,0 +1,56 @@
+"""Refusals of HTTP requests, and counting authentication failures toward lockouts.
+
+Every refused handshake, login, token or server-API request ends as an HTTP answer
+with PROTOCOL.md's JSON body ``{"error", "message"}``, a status and, for 429/503, a
+``Retry-After``. :class:`Refusal` carries exactly that; the handlers render it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from core.backend.base import Backend, BackendUnavailable
+from core.metrics import Metrics
+
+__all__ = ["LockoutSettings", "Refusal", "count_auth_failure"]
+
+
+class Refusal(Exception):
+    """A refused request: HTTP ``status`` and PROTOCOL.md's JSON error fields."""
+
+    def __init__(
+        self, status: int, error: str, message: str, retry_after: float | None = None
+    ) -> None:
+        super().__init__(f"{status} {error}: {message}")
+        self.status = status
+        self.error = error
+        self.message = message
+        self.retry_after = retry_after
+
+
+class LockoutSettings(Protocol):
+    """The ``auth.lockout`` keys."""
+
+    @property
+    def failures(self) -> int: ...
+
+    @property
+    def window_s(self) -> float: ...
+
+    @property
+    def block_s(self) -> float: ...
+
+
+async def count_auth_failure(
+    backend: Backend, metrics: Metrics, lockout: LockoutSettings, ip: str, reason: str
+) -> None:
+    """Count one authentication failure of ``ip`` (metric and sliding-window lockout).
+
+    The refusal that caused it stands whatever happens here; when the backend is
+    down only the count is lost (and ``squall_backend_errors_total`` says so).
+    """
+    metrics.auth_failures.labels(reason).inc()
+    try:
+        await backend.record_auth_failure(ip, lockout.failures, lockout.window_s, lockout.block_s)
+    except BackendUnavailable:
+        metrics.backend_errors.inc()
