@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -28,14 +29,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 __all__ = [
+    "LOCK_PATH",
     "REPO",
     "Child",
     "CpuTimes",
+    "bench_lock",
     "cpu_busy",
     "cpu_seconds",
     "free_port",
@@ -48,6 +51,33 @@ __all__ = [
 
 REPO = Path(__file__).resolve().parent.parent
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+#: every measured phase (server start -> numbers) holds an exclusive flock on this file,
+#: so that two benchmarks sharing the machine never measure at the same time
+LOCK_PATH = Path("/tmp/squall-bench.lock")
+
+
+@contextlib.contextmanager
+def bench_lock(timeout: float = 1800.0, poll: float = 0.2) -> Iterator[float]:
+    """Hold the machine-wide benchmark lock; yields the seconds spent waiting for it.
+
+    Blocking in the caller's thread is deliberate: nothing else should run meanwhile.
+    """
+    started = time.monotonic()
+    with open(LOCK_PATH, "a+") as f:
+        while True:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() - started > timeout:
+                    raise TimeoutError(f"{LOCK_PATH} held by another benchmark") from None
+                time.sleep(poll)
+        try:
+            yield time.monotonic() - started
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def free_port() -> int:
