@@ -31,7 +31,7 @@ from typing import Any
 from bench import Child, can_pin, cpu_busy, cpu_seconds, free_port, pinned, wait_port
 from bench.peers import Target
 
-__all__ = ["FanoutParams", "run_once", "summarize"]
+__all__ = ["FanoutParams", "Layout", "Phase", "Redis", "run_once", "run_phases", "summarize"]
 
 NAME = "fanout"
 
@@ -223,3 +223,299 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def params_dict(p: FanoutParams) -> dict[str, Any]:
     return asdict(p)
+
+
+# -- phased runs: several rooms, several nodes, several phases per server start -------
+#
+# Used by the fan-out matrix (``python -m bench.run --matrix``), the cross-node scenario
+# (bench/fanout_cluster.py) and the laggards (bench/laggards.py). One run starts the
+# server(s) of one target once, connects every member once, then measures phase after
+# phase (saturation, bursts, paced), each phase with its own CPU readings.
+
+
+@dataclass(frozen=True)
+class Layout:
+    members: int = 5000  # in all, the per-room publishers included
+    rooms: int = 1
+    client_procs: int = 2
+    sample_every: int = 20
+    lag_every: int = 0  # laggards: 1 member in K stops reading on "lag" (0: none)
+
+    def per_room(self) -> int:
+        return self.members // self.rooms
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    messages: int  # per room
+    payload: int = 64
+    window: int = 4  # per room, closed loop
+    burst: int = 1  # pubs per write (one publisher frame batch)
+    rate_from: str = ""  # paced: a fraction of this earlier phase's message rate
+    rate_factor: float = 0.5
+    lag: bool = False  # laggards stop reading before this phase
+
+
+class Redis:
+    """A throw-away ``redis-server`` (no persistence) on a free port, pinned if asked."""
+
+    def __init__(self, child: Child, port: int) -> None:
+        self.child = child
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+
+    @classmethod
+    async def start(cls, workdir: Path, cpu: int | None) -> Redis:
+        workdir.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "no", "--dir", str(workdir), "--maxclients", "10000"]
+        child = await Child.start("redis", pinned(cpu, argv), workdir / "redis.log", json_io=False)
+        await wait_port(port, 10.0, child.proc)
+        return cls(child, port)
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10)
+
+    def commandstats(self) -> dict[str, int]:
+        info = self.client().info("commandstats")
+        return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
+
+    def reset(self) -> None:
+        self.client().config_resetstat()
+
+    async def stop(self) -> None:
+        await self.child.stop()
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _fds(pid: int) -> int:
+    import os
+
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def run_phases(
+    target: Target,
+    layout: Layout,
+    phases: list[Phase],
+    workdir: Path,
+    redis: Redis | None = None,
+    retries: int = 1,
+    noisy: float = 0.3,
+) -> dict[str, Any]:
+    """Start ``target``, connect ``layout``, measure every phase; stops all it started.
+
+    Server(s) on CPU 0, load generators (and Redis) on CPU 1. Results per phase: server
+    CPU (sum over nodes), deliveries, latency, Redis commands; a phase during which
+    other processes used more than ``noisy`` of CPU 0 is measured again (``retries``).
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    pin = can_pin()
+    server_cpu, client_cpu = (0, 1) if pin else (None, None)
+    env = target.env()
+    ports = [free_port() for _ in range(target.nodes)]
+    servers: list[Child] = []
+    children: list[Child] = []
+    out: dict[str, Any] = {"target": target.name, "layout": asdict(layout), "phases": {}}
+    try:
+        for node, port in enumerate(ports):
+            argv = target.command(port, workdir, redis.url if redis else None, node)
+            servers.append(
+                await Child.start(
+                    f"{target.name} node {node}",
+                    pinned(server_cpu, argv),
+                    workdir / f"{target.name}-server-{node}.log",
+                    env=env,
+                    json_io=False,
+                )
+            )
+        for s, port in zip(servers, ports, strict=True):
+            await wait_port(port, 30.0, s.proc)
+        common = ["--ports", ",".join(map(str, ports)), "--rooms", str(layout.rooms)]
+        common += ["--proto", target.proto, "--timeout", "60"]
+        if target.auth:
+            common.append("--auth")
+        loadgen = [sys.executable, "-m", "bench.loadgen"]
+        members = layout.members - layout.rooms
+        per = -(-members // layout.client_procs)
+        t_setup = time.monotonic()
+        for i in range(layout.client_procs):
+            first = i * per
+            count = min(per, members - first)
+            argv = [*loadgen, "phased", *common, "--count", str(count), "--first", str(first)]
+            argv += ["--sample-every", str(layout.sample_every)]
+            argv += ["--lag-every", str(layout.lag_every or 10**9)]
+            children.append(
+                await Child.start(
+                    f"members-{i}", pinned(client_cpu, argv), workdir / f"members-{i}.log", env
+                )
+            )
+        for c in children:
+            await c.expect("ready", 180.0)
+        argv = [*loadgen, "pubs", *common, "--user-index", str(members)]
+        pubs = await Child.start("pubs", pinned(client_cpu, argv), workdir / "pubs.log", env)
+        children.append(pubs)
+        await pubs.expect("ready", 120.0)
+        out["setup_s"] = time.monotonic() - t_setup
+        out["rss_kib_start"] = sum(_rss_kib(s.pid) for s in servers)
+        await asyncio.sleep(0.5)
+        for ph in phases:
+            rate = 0.0
+            if ph.rate_from:
+                ref = out["phases"].get(ph.rate_from) or {}
+                rate = ph.rate_factor * (ref.get("messages_per_s") or 0.0)
+                if rate <= 0:
+                    continue
+            if ph.lag:
+                for c in children[:-1]:
+                    c.proc.stdin.write(b'{"cmd": "lag"}\n')  # type: ignore[union-attr]
+                    await c.expect("lagging", 10.0)
+            for attempt in range(retries + 1):
+                r = await _one_phase(ph, rate, layout, servers, children, redis, server_cpu)
+                r["attempt"] = attempt
+                if (r.get("foreign_cpu0") or 0) <= noisy or attempt == retries:
+                    break
+                out.setdefault("discarded", []).append(r)
+            out["phases"][ph.name] = r
+            print(
+                f"    {target.name} {ph.name}: {r['us_per_delivery'] or 0:.2f} µs/delivery, "
+                f"{r['deliveries_per_s'] or 0:,.0f}/s, p50 {r['latency_p50_ms']} ms, "
+                f"p99 {r['latency_p99_ms']} ms, {r['delivered']:,}/{r['expected']:,}"
+                f", others on CPU 0 {100 * (r['foreign_cpu0'] or 0):.0f} %",
+                file=sys.stderr,
+            )
+    finally:
+        for c in children:
+            await c.stop()
+        for s in servers:
+            await s.stop()
+    return out
+
+
+async def _one_phase(
+    ph: Phase,
+    rate: float,
+    layout: Layout,
+    servers: list[Child],
+    children: list[Child],
+    redis: Redis | None,
+    server_cpu: int | None,
+) -> dict[str, Any]:
+    import json
+
+    pubs = children[-1]
+    members = children[:-1]
+    for c in members:
+        assert c.proc.stdin is not None
+        c.proc.stdin.write(json.dumps({"cmd": "phase", "messages": ph.messages}).encode() + b"\n")
+    await asyncio.sleep(0.2)
+    if redis is not None:
+        redis.reset()
+    go = {"cmd": "go", "messages": ph.messages, "window": ph.window, "burst": ph.burst}
+    go |= {"payload": ph.payload, "rate": rate}
+    rss0 = sum(_rss_kib(s.pid) for s in servers)
+    s0 = [cpu_seconds(s.pid) for s in servers]
+    r0 = cpu_seconds(redis.child.pid) if redis else None
+    c0 = [cpu_seconds(c.pid).sched for c in children]
+    host0 = cpu_busy()
+    t0 = time.monotonic()
+    assert pubs.proc.stdin is not None
+    pubs.proc.stdin.write(json.dumps(go).encode() + b"\n")
+    deliveries = ph.messages * layout.members
+    timeout = 30.0 + deliveries * 60e-6 + (ph.messages * layout.rooms / rate if rate else 0)
+    waits = [c.expect("report", timeout) for c in members]
+    waits.append(pubs.expect("published", timeout))
+    # servers' memory and connection count while the phase runs (laggards)
+    samples: list[tuple[float, int, int]] = []
+    sampler = asyncio.ensure_future(_sample(servers, samples, t0))
+    results = await asyncio.gather(*waits, return_exceptions=True)
+    t1 = time.monotonic()
+    sampler.cancel()
+    s1 = [cpu_seconds(s.pid) for s in servers]
+    r1 = cpu_seconds(redis.child.pid) if redis else None
+    c1 = [cpu_seconds(c.pid).sched for c in children]
+    host1 = cpu_busy()
+    rss1 = sum(_rss_kib(s.pid) for s in servers)
+    commands = redis.commandstats() if redis else {}
+    timed_out = False
+    for i, r in enumerate(results):
+        if isinstance(r, TimeoutError):
+            timed_out = True
+            children[i].send("report")
+            event = "published" if children[i] is pubs else "report"
+            results[i] = await children[i].expect(event, 30.0)
+        elif isinstance(r, BaseException):
+            raise r
+    reports: list[dict[str, Any]] = [r for r in results if isinstance(r, dict)]
+    pub = reports[-1]
+    delivered = sum(r["delivered"] for r in reports[:-1]) + pub["echoed"]
+    healthy_expected = ph.messages * (
+        layout.members - (layout.members // layout.lag_every if layout.lag_every else 0)
+    )
+    last_ns = max([r["last_ns"] for r in reports[:-1]] + [pub["last_ns"]])
+    latencies = sorted(lat for r in reports for lat in r["latencies_us"])
+    cpus = [b.since(a) for a, b in zip(s0, s1, strict=True)]
+    total = sum(c.total for c in cpus)
+    sched = sum(c.sched for c in cpus)
+    wall = t1 - t0
+    span = (last_ns - pub["first_ns"]) / 1e9 if last_ns and pub["first_ns"] else wall
+    scale = 1e6 / delivered if delivered else 0.0
+    published = pub["sent"]
+    other: dict[str, int] = {}
+    for r in reports:
+        for k, v in r["other_frames"].items():
+            other[k] = other.get(k, 0) + v
+    return {
+        "phase": asdict(ph),
+        "rate_msgs_per_s": rate or None,
+        "expected": deliveries,
+        "delivered": delivered,
+        "complete": delivered >= (healthy_expected if layout.lag_every else deliveries)
+        and not timed_out,
+        "published": published,
+        "publish_errors": pub["error_count"],
+        "server_cpu_s": total,
+        "server_cpu_per_node_s": [c.total for c in cpus],
+        "us_per_delivery": total * scale or None,
+        "us_per_delivery_user": sum(c.user for c in cpus) * scale or None,
+        "us_per_delivery_sys": sum(c.system for c in cpus) * scale or None,
+        "us_per_delivery_sched": sched * scale or None,
+        "redis_cpu_s": r1.since(r0).total if r0 and r1 else None,
+        "wall_s": wall,
+        "span_s": span,
+        "deliveries_per_s": delivered / span if span > 0 else None,
+        "messages_per_s": published / span if span > 0 else None,
+        "server_busy": sched / wall if wall > 0 else None,
+        "client_cpu_util": (sum(c1) - sum(c0)) / wall if wall > 0 else None,
+        "foreign_cpu0": _foreign(host0, host1, server_cpu, sched, wall),
+        "latency_p50_ms": _ms(_pct(latencies, 0.50)),
+        "latency_p99_ms": _ms(_pct(latencies, 0.99)),
+        "latency_samples": len(latencies),
+        "redis_commands": commands,
+        "rss_kib_before": rss0,
+        "rss_kib_after": rss1,
+        "samples": samples,
+        "other_frames": other,
+    }
+
+
+async def _sample(servers: list[Child], out: list[tuple[float, int, int]], t0: float) -> None:
+    while True:
+        try:
+            rss = sum(_rss_kib(s.pid) for s in servers)
+            fds = sum(_fds(s.pid) for s in servers)
+        except OSError:
+            return
+        out.append((round(time.monotonic() - t0, 3), rss, fds))
+        await asyncio.sleep(0.1)

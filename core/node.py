@@ -109,10 +109,16 @@ class Node:
         self.metrics.backend_available.set(1 if self.backend.available else 0)
 
     async def stop(self) -> None:
-        """Deregister from the backend (after the connections were closed)."""
+        """Deregister from the backend (after the connections were closed).
+
+        Background work still running (cleanup of closed connections) gets a short
+        grace period, so sessions are released rather than left to expire.
+        """
         for handle in self._expiry.values():
             handle.cancel()
         self._expiry.clear()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2.0)
         try:
             await self.backend.close()
         except BackendUnavailable:

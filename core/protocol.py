@@ -17,13 +17,14 @@ Errors are split the way wsproto splits them, and mapped to codes in this one mo
 Guarantee of :func:`decode`: whatever the input, it returns a frame or raises one of
 those two exceptions, in time and memory linear in the message length (hostile
 length headers and deep nesting fail fast).
+
+``data`` values are packed and converted to JSON by :mod:`core.datavalue`; its public
+names are re-exported here.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,13 @@ from typing import Any, Final, NoReturn, TypeAlias
 import msgpack
 
 from core.backend.base import DirectMessage, Publication
+from core.datavalue import (
+    MAX_DATA_DEPTH,
+    data_from_json,
+    jsonable,
+    msgpack_to_json_value,
+    pack_data,
+)
 
 __all__ = [
     "MAX_DATA_DEPTH",
@@ -85,9 +93,6 @@ MAX_UID_BYTES: Final = 256
 MAX_MID_CHARS: Final = 128
 #: ``epoch`` in ``join``: 1 to 128 characters (the server issues them, they are short).
 MAX_EPOCH_CHARS: Final = 128
-#: ``data`` values nest at most this many arrays/maps deep, so that converting them
-#: to JSON stays far inside Python's recursion limit (1000 frames).
-MAX_DATA_DEPTH: Final = 100
 
 _UINT_LIMIT: Final = 2**64
 # Unicode category Cc: C0 controls, DEL and C1 controls.
@@ -507,101 +512,11 @@ _BUILDERS: Final[Mapping[str, Callable[[dict[Any, Any], int | None], ClientFrame
 }
 
 
-# -- data values ---------------------------------------------------------------------
-
-
-def pack_data(value: Any) -> bytes:
-    """The MessagePack encoding (bin type on) of a decoded ``data`` value.
-
-    Accepts what the msgpack or JSON decoders produce. Raises ``ValueError`` when the
-    value nests deeper than :data:`MAX_DATA_DEPTH` or has no MessagePack form (an int
-    outside [-2**63, 2**64), a str with lone surrogates, another type). Every packed
-    value it returns converts with :func:`msgpack_to_json_value`.
-    """
-    if _deeper_than(value, MAX_DATA_DEPTH):
-        raise ValueError(f"data nests deeper than {MAX_DATA_DEPTH} levels")
-    try:
-        packed: bytes = msgpack.packb(value, use_bin_type=True)
-    except (TypeError, ValueError, OverflowError, RecursionError) as e:
-        raise ValueError(f"data has no MessagePack encoding: {e}") from e
-    return packed
-
-
-def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether ``value`` has more than ``limit`` nested arrays/maps; breadth-first, so
-    it needs no recursion and visits each node once."""
-    level = [value]
-    for _ in range(limit + 1):  # pass n looks at the items inside n arrays/maps
-        inner: list[Any] = []
-        found = False
-        for item in level:
-            if isinstance(item, dict):
-                found = True
-                inner.extend(item.values())  # keys are never containers after decoding
-            elif isinstance(item, list) or type(item) is tuple:  # not ExtType
-                found = True
-                inner.extend(item)
-        if not found:
-            return False
-        level = inner
-    return True
-
-
-def data_from_json(value: Any) -> bytes:
-    """:func:`pack_data` for a JSON-decoded value (server API bodies). Same guarantees."""
-    return pack_data(value)
-
-
-def msgpack_to_json_value(data: bytes) -> Any:
-    """The JSON form of a ``data`` value packed by :func:`pack_data` (docs/protocol.md,
-    "JSON mapping").
-
-    bin -> ``{"$bin": base64}``; timestamp ext -> int Unix ms (floored); other ext ->
-    ``{"$ext": code, "$bin": base64}``; NaN/Infinity -> ``null``; a map key that is
-    not a str -> the JSON text of its converted form (``1`` -> ``"1"``, ``true`` ->
-    ``"true"``). Raises ``ValueError`` when ``data`` is not one msgpack value.
-    """
-    value = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    return _jsonable(value)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _jsonable(value: Any) -> Any:
-    # Recursion is bounded: data went through pack_data (MAX_DATA_DEPTH levels).
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int):
-        return int(value)  # IntEnum members become plain ints
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, bytes):
-        return {"$bin": _b64(value)}
-    if isinstance(value, msgpack.Timestamp):
-        return value.to_unix_nano() // 1_000_000
-    if isinstance(value, msgpack.ExtType):  # before tuple: ExtType is a namedtuple
-        return {"$ext": value.code, "$bin": _b64(value.data)}
-    if isinstance(value, list | tuple):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, Mapping):
-        return {_json_key(k): _jsonable(v) for k, v in value.items()}
-    raise TypeError(f"no JSON form for {type(value).__name__}")
-
-
-def _json_key(key: Any) -> str:
-    converted = _jsonable(key)
-    if isinstance(converted, str):
-        return converted
-    return json.dumps(converted, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+# -- encoding ------------------------------------------------------------------------
 
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-# -- encoding ------------------------------------------------------------------------
 
 
 def encode(frame: Mapping[str, Any], encoding: Encoding) -> bytes | str:
@@ -615,7 +530,7 @@ def encode(frame: Mapping[str, Any], encoding: Encoding) -> bytes | str:
             frame if isinstance(frame, dict) else dict(frame), use_bin_type=True
         )
         return packed
-    return _dumps(_jsonable(frame))
+    return _dumps(jsonable(frame))
 
 
 def _splice(fields: list[Any], data: bytes) -> bytes:

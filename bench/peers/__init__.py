@@ -24,8 +24,17 @@ class Target:
     description: str
     #: the load generator authenticates (JWT header) and joins the room
     auth: bool
+    #: client handshake for the phased load generator: "squall" (join frame),
+    #: "peer" (room in the query string ``/ws?room=NAME``), "sio" (Socket.IO)
+    proto: str = "peer"
+    #: server processes (ports) the members are spread over
+    nodes: int = 1
+    #: needs a redis-server (``redis_url`` passed to :meth:`command`)
+    redis: bool = False
 
-    def command(self, port: int, workdir: Path) -> list[str]:
+    def command(
+        self, port: int, workdir: Path, redis_url: str | None = None, node: int = 0
+    ) -> list[str]:
         raise NotImplementedError
 
     def env(self) -> dict[str, str]:
@@ -52,9 +61,18 @@ rooms: {presence_events: false}
 class SquallTarget(Target):
     yaml: str = SQUALL_YAML
 
-    def command(self, port: int, workdir: Path) -> list[str]:
-        conf = workdir / "squall-bench.yaml"
-        conf.write_text(self.yaml)
+    def command(
+        self, port: int, workdir: Path, redis_url: str | None = None, node: int = 0
+    ) -> list[str]:
+        conf = workdir / f"squall-bench-{node}.yaml"
+        text = self.yaml
+        if self.redis:
+            assert redis_url is not None
+            # one key prefix per run: every node of the run shares it, runs never do
+            prefix = f"bench{workdir.name}:"
+            text += f"backend: {{url: '{redis_url}', key_prefix: '{prefix}'}}\n"
+            text = text.replace("server: {", f"server: {{node_id: bench-node-{node}, ", 1)
+        conf.write_text(text)
         return [sys.executable, "server.py", "--config", str(conf), "--port", str(port)]
 
     def env(self) -> dict[str, str]:
@@ -69,8 +87,14 @@ class SquallTarget(Target):
 class ModulePeer(Target):
     module: str = ""
 
-    def command(self, port: int, workdir: Path) -> list[str]:
-        return [sys.executable, "-m", self.module, "--port", str(port)]
+    def command(
+        self, port: int, workdir: Path, redis_url: str | None = None, node: int = 0
+    ) -> list[str]:
+        argv = [sys.executable, "-m", self.module, "--port", str(port)]
+        if self.redis:
+            assert redis_url is not None
+            argv += ["--redis", redis_url, "--channel", f"bench{workdir.name}"]
+        return argv
 
 
 TARGETS: dict[str, Target] = {
@@ -80,6 +104,46 @@ TARGETS: dict[str, Target] = {
             "squall",
             "Squall (server.py, memory backend, JWT auth, msgpack)",
             auth=True,
+            proto="squall",
+        ),
+        SquallTarget(
+            "squall_redis",
+            "Squall, one node, Redis backend",
+            auth=True,
+            proto="squall",
+            redis=True,
+        ),
+        SquallTarget(
+            "squall_redis_2nodes",
+            "Squall, two nodes sharing one Redis; members alternate between the nodes",
+            auth=True,
+            proto="squall",
+            nodes=2,
+            redis=True,
+        ),
+        ModulePeer(
+            "websockets",
+            "websockets 17 asyncio server, websockets.broadcast() "
+            "(bench/peers/websockets_broadcast.py)",
+            auth=False,
+            module="bench.peers.websockets_broadcast",
+        ),
+        ModulePeer(
+            "raw_floor",
+            "selectors loop, one socket.send of a pre-built frame per member "
+            "(bench/peers/raw_floor.py)",
+            auth=False,
+            module="bench.peers.raw_floor",
+        ),
+        ModulePeer(
+            "socketio_2nodes",
+            "python-socketio AsyncServer + AsyncRedisManager on aiohttp, two nodes "
+            "(bench/peers/socketio_redis.py)",
+            auth=False,
+            proto="sio",
+            nodes=2,
+            redis=True,
+            module="bench.peers.socketio_redis",
         ),
         ModulePeer(
             "tornado_plain",

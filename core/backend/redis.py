@@ -3,7 +3,8 @@
 Every guarantee of :class:`~core.backend.base.Backend` holds across nodes; how:
 
 * **Commands** go through one bounded, pooled ``redis.asyncio`` client (the hiredis
-  parser is used when installed) with socket timeouts and *no* client-side retries:
+  parser is used when installed; built and driven by :mod:`core.backend.redis_client`)
+  with socket timeouts and *no* client-side retries:
   a retried ``publish`` whose first attempt did reach Redis would publish twice.
   Every Redis error, socket error or timeout surfaces as
   :class:`~core.backend.base.BackendUnavailable` within about ``socket_timeout_s``;
@@ -35,21 +36,12 @@ Every guarantee of :class:`~core.backend.base.Backend` holds across nodes; how:
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import math
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, ResponseError
 
 from core.backend import redis_scripts as lua
 from core.backend.backoff import FullJitterBackoff, RetryPolicy
@@ -69,6 +61,7 @@ from core.backend.base import (
     RotateOutcome,
     SessionRecord,
 )
+from core.backend.redis_client import CommandClient, client_name, make_client, mask_url
 from core.backend.redis_codec import (
     decode_command,
     decode_dm,
@@ -90,36 +83,10 @@ __all__ = ["RedisBackend", "mask_url"]
 
 log = logging.getLogger("squall.backend.redis")
 
-#: scheme -> (cluster?, scheme redis-py understands)
-_SCHEMES = {
-    "redis": (False, "redis"),
-    "rediss": (False, "rediss"),
-    "redis+cluster": (True, "redis"),
-    "rediss+cluster": (True, "rediss"),
-}
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any password (userinfo or ``?password=``) replaced by ``***``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
-    query = urlencode(
-        [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)], safe="*"
-    )
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
 
 def _ms(seconds: float) -> int:
     """A positive millisecond duration (Redis refuses a zero or negative expiry)."""
     return max(1, math.ceil(seconds * 1000))
-
-
-def _client_name(node_id: str, role: str) -> str:
-    # CLIENT SETNAME refuses spaces and control characters.
-    safe = "".join(c if "!" <= c <= "~" else "_" for c in node_id)
-    return f"squall:{safe}:{role}"
 
 
 # -- the backend -------------------------------------------------------------------
@@ -150,63 +117,42 @@ class RedisBackend(Backend):
         max_connections: int = 64,
         reconnect: RetryPolicy | None = None,
     ) -> None:
-        scheme = urlsplit(url).scheme.lower()
-        if scheme not in _SCHEMES:
-            raise ValueError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")
-        cluster, plain_scheme = _SCHEMES[scheme]
-        tls_files = (ssl_ca_file, ssl_cert_file, ssl_key_file)
-        if plain_scheme == "redis" and any(f is not None for f in tls_files):
-            raise ValueError("ssl_* options need a rediss:// URL")
+        client, cluster = make_client(
+            url,
+            node_id,
+            ssl_ca_file=ssl_ca_file,
+            ssl_cert_file=ssl_cert_file,
+            ssl_key_file=ssl_key_file,
+            ssl_cert_reqs=ssl_cert_reqs,
+            socket_timeout_s=socket_timeout_s,
+            max_connections=max_connections,
+        )
         self.node_id = node_id
         self.options = options
         self._clock = clock
         self._url = url
         self._keys = RedisKeys(options.key_prefix)
         self._scripts = lua.publishing("SPUBLISH" if cluster else "PUBLISH")
-        self._timeout_s = socket_timeout_s
-        kwargs: dict[str, Any] = {
-            "socket_timeout": socket_timeout_s,
-            "socket_connect_timeout": socket_timeout_s,
-            "health_check_interval": 10,
-            # No retries: a command that reached Redis must not be sent twice.
-            "retry": Retry(NoBackoff(), 0),
-            "client_name": _client_name(node_id, "cmd"),
-            # RESP2: works with any Redis >= 2.6 server and keeps pub/sub messages
-            # ordinary replies on the subscriber connection (RESP3 makes them pushes).
-            "protocol": 2,
-        }
-        if plain_scheme == "rediss":
-            kwargs.update(
-                ssl_ca_certs=ssl_ca_file,
-                ssl_certfile=ssl_cert_file,
-                ssl_keyfile=ssl_key_file,
-                ssl_cert_reqs=ssl_cert_reqs,
-            )
-        plain_url = plain_scheme + url[len(scheme) :]
-        self._client: Redis | RedisCluster
-        if cluster:
-            self._client = RedisCluster.from_url(
-                plain_url, max_connections=max_connections, **kwargs
-            )
-        else:
-            pool = BlockingConnectionPool.from_url(
-                plain_url, max_connections=max_connections, timeout=socket_timeout_s, **kwargs
-            )
-            self._client = Redis.from_pool(pool)
-        self._inflight = asyncio.Semaphore(max_connections)
+        self._client = client
+        self._cmd = CommandClient(
+            client,
+            (self._scripts.publish, self._scripts.presence_join, self._scripts.presence_leave),
+            max_connections,
+            socket_timeout_s,
+        )
         self._listener: BackendListener | None = None
         self._started = False
         self._closed = False
         self._pubsub = PubSub(
             self._client,
             node_id=node_id,
-            client_name=_client_name(node_id, "sub"),
+            client_name=client_name(node_id, "sub"),
             mailbox=self._keys.node_channel(node_id).encode(),
             probe_base=self._keys.probe_channel(node_id),
             on_mailbox=self._on_mailbox,
             on_room=self._on_room,
             on_availability=self._on_availability,
-            prepare=self._load_scripts,
+            prepare=self._cmd.load_scripts,
             publish=self._probe_publish,
             clock=clock,
             retry=reconnect or RetryPolicy(FullJitterBackoff(base=0.05, cap=2.0)),
@@ -235,7 +181,7 @@ class RedisBackend(Backend):
             raise RuntimeError("RedisBackend.start() called twice or after close()")
         self._listener = listener
         try:
-            with self._unavailable("connect"):
+            with self._cmd.unavailable("connect"):
                 await self._pubsub.start()
         except BackendUnavailable:
             self._listener = None
@@ -286,95 +232,13 @@ class RedisBackend(Backend):
             pipe.delete(k.node_sessions(self.node_id))
             pipe.zrem(k.nodes(), self.node_id)
 
-        await self._pipeline("deregister", build)
+        await self._cmd.pipeline("deregister", build)
 
     # -- plumbing ----------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        """Hold one of ``max_connections`` command slots.
-
-        The cluster client's per-node pools raise instead of waiting when exhausted,
-        so in-flight commands are bounded here; a slot not free within
-        ``socket_timeout_s`` is a failure like any other.
-        """
-        if self._inflight.locked():
-            try:
-                await asyncio.wait_for(self._inflight.acquire(), self._timeout_s)
-            except TimeoutError:
-                raise ConnectionError(f"no free Redis connection for {self._timeout_s} s") from None
-        else:
-            await self._inflight.acquire()  # free: returns at once
-        try:
-            yield
-        finally:
-            self._inflight.release()
-
-    @contextmanager
-    def _unavailable(self, what: str) -> Iterator[None]:
-        """Every Redis, socket or timeout failure becomes :class:`BackendUnavailable`."""
-        try:
-            yield
-        except FAILURES as exc:
-            if isinstance(exc, ResponseError):
-                # Redis answered with an error (a script bug, a foreign key of the wrong
-                # type, OOM, READONLY...): not a network blip, so say it loudly here.
-                log.error("redis refused %s: %s", what, describe(exc))
-            raise BackendUnavailable(f"{what}: {describe(exc)}") from exc
-
-    @asynccontextmanager
-    async def _guard(self, what: str) -> AsyncIterator[None]:
-        """A command slot (never nested: that could deadlock) and :meth:`_unavailable`."""
-        with self._unavailable(what):
-            async with self._slot():
-                yield
-
-    async def _load_scripts(self) -> None:
-        scripts = [s for s in vars(lua).values() if isinstance(s, lua.Script)]
-        scripts += [self._scripts.publish, self._scripts.presence_join]
-        scripts.append(self._scripts.presence_leave)
-        for script in scripts:
-            await self._client.script_load(script.source)
-
-    async def _eval(self, script: lua.Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        async with self._guard(script.name):
-            try:
-                return await self._client.evalsha(script.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                # Redis restarted or SCRIPT FLUSH: EVAL runs it and caches it again.
-                return await self._client.eval(script.source, len(keys), *keys, *args)
-
-    async def _pipeline(self, what: str, build: Callable[[Any], None]) -> list[Any]:
-        """Run the commands ``build`` queues in one round trip (no MULTI).
-
-        Commands queued here must be idempotent: after a NOSCRIPT the scripts are
-        loaded and the whole pipeline runs once more.
-        """
-        for attempt in (1, 2):
-            pipe = self._client.pipeline(transaction=False)
-            build(pipe)
-            async with self._guard(what):
-                results: list[Any] = await pipe.execute(raise_on_error=False)
-            errors = [r for r in results if isinstance(r, Exception)]
-            if attempt == 1 and any(isinstance(e, NoScriptError) for e in errors):
-                async with self._guard(what):
-                    await self._load_scripts()
-                continue
-            if errors:
-                raise BackendUnavailable(f"{what}: {describe(errors[0])}") from errors[0]
-            return results
-        raise AssertionError("unreachable")
-
-    async def _publish(self, channel: bytes, payload: bytes) -> None:
-        """PUBLISH (SPUBLISH on a cluster); the caller holds a slot."""
-        if isinstance(self._client, RedisCluster):
-            await self._client.execute_command("SPUBLISH", channel, payload)
-        else:
-            await self._client.publish(channel, payload)
-
     async def _probe_publish(self, channel: bytes, token: bytes) -> None:
-        async with self._slot():
-            await self._publish(channel, token)
+        async with self._cmd.slot():
+            await self._cmd.publish(channel, token)
 
     def _now_ms(self) -> int:
         return int(self._clock.wall() * 1000)
@@ -433,7 +297,7 @@ class RedisBackend(Backend):
         k = self._keys
         # The script prepends the array header and [seq, epoch] (see redis_codec).
         tail = publication_tail(from_uid, ts, data, origin)
-        seq, epoch = await self._eval(
+        seq, epoch = await self._cmd.eval(
             self._scripts.publish,
             (k.room_meta(room), k.room_history(room)),
             (
@@ -448,7 +312,7 @@ class RedisBackend(Backend):
 
     async def _room_state(self, room: str, since: int | None, epoch: str | None) -> Any:
         k = self._keys
-        return await self._eval(
+        return await self._cmd.eval(
             lua.ROOM_STATE,
             (k.room_meta(room), k.room_history(room)),
             (
@@ -481,7 +345,7 @@ class RedisBackend(Backend):
         """See :meth:`Backend.presence_join`; joining again only extends, returns False."""
         k = self._keys
         now = self._now_ms()
-        first = await self._eval(
+        first = await self._cmd.eval(
             self._scripts.presence_join,
             (k.room_presence(m.room), k.room_presence_lex(m.room)),
             (
@@ -500,7 +364,7 @@ class RedisBackend(Backend):
     async def presence_leave(self, m: Membership, announce: bool) -> bool:
         """See :meth:`Backend.presence_leave`; an unknown or expired ``m`` gives False."""
         k = self._keys
-        last = await self._eval(
+        last = await self._cmd.eval(
             self._scripts.presence_leave,
             (k.room_presence(m.room), k.room_presence_lex(m.room)),
             (
@@ -516,7 +380,7 @@ class RedisBackend(Backend):
 
     async def presence_members(self, room: str) -> list[str]:
         k = self._keys
-        raw = await self._eval(
+        raw = await self._cmd.eval(
             lua.PRESENCE_MEMBERS,
             (k.room_presence(room), k.room_presence_lex(room)),
             (self._now_ms(),),
@@ -543,7 +407,7 @@ class RedisBackend(Backend):
         now = self._now_ms()
         expiry = now + self._session_ttl_ms
         blob = encode_record(record)
-        result = await self._eval(
+        result = await self._cmd.eval(
             lua.ADMIT,
             (k.user_sessions(record.uid), k.user_records(record.uid)),
             (now, expiry, limit, policy, record.conn_id, blob, self._registry_key_ttl_ms),
@@ -563,8 +427,8 @@ class RedisBackend(Backend):
             for old in evicted:
                 pipe.zrem(k.node_sessions(old.node_id), member(old.uid, old.conn_id))
 
-        await self._pipeline("admit", build)
-        async with self._guard("admit"):
+        await self._cmd.pipeline("admit", build)
+        async with self._cmd.guard("admit"):
             if await self._client.zscore(k.user_sessions(record.uid), record.conn_id) is None:
                 await self._client.zrem(k.node_sessions(record.node_id), entry)
         return Admission(admitted=True, evicted=evicted)
@@ -586,12 +450,12 @@ class RedisBackend(Backend):
             pipe.hdel(k.user_records(record.uid), record.conn_id)
             pipe.zrem(k.node_sessions(record.node_id), member(record.uid, record.conn_id))
 
-        await self._pipeline("release", build)
+        await self._cmd.pipeline("release", build)
         self._own_sessions.pop(record.conn_id, None)
 
     async def sessions_of(self, uid: str) -> list[SessionRecord]:
         k = self._keys
-        flat = await self._eval(
+        flat = await self._cmd.eval(
             lua.SESSIONS, (k.user_sessions(uid), k.user_records(uid)), (self._now_ms(),)
         )
         found = [decode_record(uid, conn, value) for conn, value in pairs(flat)]
@@ -631,7 +495,7 @@ class RedisBackend(Backend):
             pipe.zremrangebyscore(k.node_sessions(self.node_id), "-inf", now)
             self._index_node(pipe, self.node_id, {})
 
-        results = await self._pipeline("refresh", build)
+        results = await self._cmd.pipeline("refresh", build)
         # The first len(users) results are the per-user EXTEND counts.
         return len(sessions) - sum(int(n) for n in results[: len(users)])
 
@@ -644,20 +508,20 @@ class RedisBackend(Backend):
             pipe.zremrangebyscore(k.nodes(), "-inf", now)
             pipe.zrange(k.nodes(), 0, -1)
 
-        nodes = [n.decode() for n in (await self._pipeline("cluster_counts", listing))[1]]
+        nodes = [n.decode() for n in (await self._cmd.pipeline("cluster_counts", listing))[1]]
 
         def counting(pipe: Any) -> None:
             for node in nodes:
                 pipe.zcount(k.node_sessions(node), f"({now}", "+inf")
 
-        counts = await self._pipeline("cluster_counts", counting) if nodes else []
+        counts = await self._cmd.pipeline("cluster_counts", counting) if nodes else []
         return {node: n for node, n in zip(nodes, counts, strict=True) if n > 0}
 
     async def send_command(self, node_id: str, command: NodeCommand) -> None:
         """See :meth:`Backend.send_command`: one PUBLISH to the node's mailbox channel."""
         payload = encode_command(command)
-        async with self._guard("send_command"):
-            await self._publish(self._keys.node_channel(node_id).encode(), payload)
+        async with self._cmd.guard("send_command"):
+            await self._cmd.publish(self._keys.node_channel(node_id).encode(), payload)
 
     # -- bans and revoked tokens -----------------------------------------------
 
@@ -665,15 +529,15 @@ class RedisBackend(Backend):
         """``SET <prefix>auth:<uid> banned [EX ttl_s]``. Raises ValueError for ``ttl_s <= 0``."""
         if ttl_s is not None and ttl_s <= 0:
             raise ValueError(f"ttl_s must be positive, got {ttl_s!r}")
-        async with self._guard("ban"):
+        async with self._cmd.guard("ban"):
             await self._client.set(self._keys.ban(uid), "banned", ex=ttl_s)
 
     async def unban(self, uid: str) -> None:
-        async with self._guard("unban"):
+        async with self._cmd.guard("unban"):
             await self._client.delete(self._keys.ban(uid))
 
     async def is_banned(self, uid: str) -> bool:
-        async with self._guard("is_banned"):
+        async with self._cmd.guard("is_banned"):
             return await self._client.get(self._keys.ban(uid)) == b"banned"
 
     async def revoke_jti(self, jti: str, until: int) -> None:
@@ -681,18 +545,18 @@ class RedisBackend(Backend):
         stores nothing."""
         ttl_ms = until - self._now_ms()
         if ttl_ms > 0:
-            async with self._guard("revoke_jti"):
+            async with self._cmd.guard("revoke_jti"):
                 await self._client.set(self._keys.revoked(jti), "1", px=ttl_ms)
 
     async def is_revoked(self, jti: str) -> bool:
-        async with self._guard("is_revoked"):
+        async with self._cmd.guard("is_revoked"):
             return bool(await self._client.exists(self._keys.revoked(jti)))
 
     # -- refresh-token families ------------------------------------------------
 
     async def family_start(self, family: str, token_id: str, ttl_s: int) -> None:
         """Create (or replace) ``family`` with live token ``token_id`` for ``ttl_s``."""
-        await self._eval(lua.FAMILY_START, (self._keys.family(family),), (token_id, _ms(ttl_s)))
+        await self._cmd.eval(lua.FAMILY_START, (self._keys.family(family),), (token_id, _ms(ttl_s)))
 
     async def family_rotate(
         self, family: str, presented: str, new_id: str, ttl_s: int
@@ -701,13 +565,13 @@ class RedisBackend(Backend):
 
         A token that never belonged to the family is UNKNOWN and changes nothing.
         """
-        outcome = await self._eval(
+        outcome = await self._cmd.eval(
             lua.FAMILY_ROTATE, (self._keys.family(family),), (presented, new_id, _ms(ttl_s))
         )
         return RotateOutcome(outcome.decode())
 
     async def family_revoke(self, family: str) -> None:
-        await self._eval(lua.FAMILY_REVOKE, (self._keys.family(family),), ())
+        await self._cmd.eval(lua.FAMILY_REVOKE, (self._keys.family(family),), ())
 
     # -- nonces, lockouts, rate limits -----------------------------------------
 
@@ -715,7 +579,7 @@ class RedisBackend(Backend):
         """``SET NX PX``; a ``ttl_s <= 0`` claim succeeds and stores nothing (as in memory)."""
         if ttl_s <= 0:
             return True
-        async with self._guard("claim_nonce"):
+        async with self._cmd.guard("claim_nonce"):
             return bool(
                 await self._client.set(self._keys.nonce(nonce), "1", nx=True, px=_ms(ttl_s))
             )
@@ -730,7 +594,7 @@ class RedisBackend(Backend):
         """
         k = self._keys
         now = self._now_ms()
-        blocked_ms = await self._eval(
+        blocked_ms = await self._cmd.eval(
             lua.LOCKOUT_FAIL,
             (k.lockout_failures(ip), k.lockout_block(ip)),
             (now, _ms(window_s), failures, _ms(block_s), self._unique_member(now)),
@@ -738,7 +602,7 @@ class RedisBackend(Backend):
         return int(blocked_ms) / 1000
 
     async def lockout_remaining(self, ip: str) -> float:
-        async with self._guard("lockout_remaining"):
+        async with self._cmd.guard("lockout_remaining"):
             until = await self._client.get(self._keys.lockout_block(ip))
         return 0.0 if until is None else max(0, int(until) - self._now_ms()) / 1000
 
@@ -747,7 +611,7 @@ class RedisBackend(Backend):
         if limit < 1:
             raise ValueError(f"limit must be positive, got {limit!r}")
         now = self._now_ms()
-        wait_ms = await self._eval(
+        wait_ms = await self._cmd.eval(
             lua.RATE_HIT,
             (self._keys.rate(key),),
             (now, _ms(window_s), limit, self._unique_member(now)),
@@ -764,7 +628,7 @@ class RedisBackend(Backend):
         if self.options.offline_max_messages < 1:
             return False
         k = self._keys
-        await self._eval(
+        await self._cmd.eval(
             lua.INBOX_PUT,
             (k.inbox_order(dm.to_uid), k.inbox_messages(dm.to_uid)),
             (
@@ -778,14 +642,14 @@ class RedisBackend(Backend):
 
     async def inbox_list(self, uid: str) -> list[DirectMessage]:
         k = self._keys
-        raw = await self._eval(lua.INBOX_LIST, (k.inbox_order(uid), k.inbox_messages(uid)), ())
+        raw = await self._cmd.eval(lua.INBOX_LIST, (k.inbox_order(uid), k.inbox_messages(uid)), ())
         return [decode_dm(value) for value in raw]
 
     async def inbox_ack(self, uid: str, mids: Sequence[str]) -> int:
         if not mids:
             return 0
         k = self._keys
-        removed = await self._eval(
+        removed = await self._cmd.eval(
             lua.INBOX_ACK, (k.inbox_order(uid), k.inbox_messages(uid)), tuple(mids)
         )
         return int(removed)

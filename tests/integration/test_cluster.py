@@ -31,18 +31,24 @@ from tests.harness import (
     refused,
     token,
 )
-from tests.redis_server import RedisServer, free_port, shared_server
+from tests.redis_server import RedisServer, free_port, shared_cluster, shared_server
 from tests.tokens import SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
 
 Cluster = Callable[..., Awaitable[RunningNode]]
 
+#: run on a single Redis and on a 3-master Redis Cluster (sharded pub/sub, hash tags)
+BOTH_KINDS = pytest.mark.parametrize("cluster", ["redis", "redis-cluster"], indirect=True)
 
-@pytest.fixture
-def cluster(nodes: NodeFactory) -> Cluster:
-    """``await cluster("a", {...})`` starts a node on the shared Redis, one prefix per test."""
-    url = shared_server().url
+
+@pytest.fixture(params=["redis"])
+def cluster(request: pytest.FixtureRequest, nodes: NodeFactory) -> Cluster:
+    """``await cluster("a", {...})`` starts a node on the shared Redis, one prefix per test.
+
+    Tests marked ``BOTH_KINDS`` run a second time on a 3-master Redis Cluster.
+    """
+    url = shared_cluster().url if request.param == "redis-cluster" else shared_server().url
     prefix = f"squall-cl:{uuid.uuid4().hex}:"
 
     async def start(
@@ -61,6 +67,7 @@ async def _ready(node: RunningNode) -> int:
 
 
 @pytest.mark.gen_test(timeout=30)
+@BOTH_KINDS
 async def test_room_message_reaches_every_node_once_in_order(cluster: Cluster) -> None:
     a, b, c = [await cluster(n) for n in ("a", "b", "c")]
     members = [await connect(n, token(f"u-{n.node.node_id}")) for n in (a, b, c)]
@@ -84,6 +91,7 @@ async def test_room_message_reaches_every_node_once_in_order(cluster: Cluster) -
 
 
 @pytest.mark.gen_test(timeout=30)
+@BOTH_KINDS
 async def test_concurrent_publishers_on_two_nodes_share_one_order(cluster: Cluster) -> None:
     a = await cluster("a", {"ratelimit.messages": 10000})
     b = await cluster("b", {"ratelimit.messages": 10000})
@@ -109,6 +117,7 @@ async def test_concurrent_publishers_on_two_nodes_share_one_order(cluster: Clust
 
 
 @pytest.mark.gen_test(timeout=30)
+@BOTH_KINDS
 async def test_presence_is_cluster_wide(cluster: Cluster) -> None:
     a, b = await cluster("a"), await cluster("b")
     alice = await connect(a, token("alice"))
@@ -125,6 +134,7 @@ async def test_presence_is_cluster_wide(cluster: Cluster) -> None:
 
 
 @pytest.mark.gen_test(timeout=30)
+@BOTH_KINDS
 async def test_private_message_to_a_user_on_another_node(cluster: Cluster) -> None:
     a, b = await cluster("a"), await cluster("b")
     alice = await connect(a, token("alice"))
@@ -136,6 +146,7 @@ async def test_private_message_to_a_user_on_another_node(cluster: Cluster) -> No
 
 
 @pytest.mark.gen_test(timeout=30)
+@BOTH_KINDS
 async def test_kick_oldest_acts_across_nodes_within_a_second(cluster: Cluster) -> None:
     conf = {"limits.max_connections_per_user": 1}
     a, b = await cluster("a", conf), await cluster("b", conf)
@@ -148,6 +159,7 @@ async def test_kick_oldest_acts_across_nodes_within_a_second(cluster: Cluster) -
 
 
 @pytest.mark.gen_test(timeout=30)
+@BOTH_KINDS
 async def test_ban_acts_across_nodes(cluster: Cluster) -> None:
     a, b = await cluster("a"), await cluster("b")
     victim = await connect(b, token("mallory"))
@@ -163,6 +175,7 @@ async def test_ban_acts_across_nodes(cluster: Cluster) -> None:
 
 
 @pytest.mark.gen_test(timeout=60)
+@BOTH_KINDS
 async def test_per_user_cap_is_exact_under_concurrent_connects(cluster: Cluster) -> None:
     conf = {"limits.max_connections_per_user": 3, "limits.on_new_login": "reject"}
     a, b = await cluster("a", conf), await cluster("b", conf)
@@ -380,9 +393,13 @@ async def test_node_started_before_redis_waits_then_serves() -> None:
         assert proc.stdout is not None
         line = b""
         deadline = time.monotonic() + 15
+        seen = []
         while b"retrying" not in line and time.monotonic() < deadline:
             line = proc.stdout.readline()
-        assert b"backend unreachable at start-up" in line
+            seen.append(line)
+            if not line:
+                break
+        assert b"backend unreachable at start-up" in line, b"".join(seen)
         http = AsyncHTTPClient()
         health = await http.fetch(f"http://127.0.0.1:{port}/healthz", raise_error=False)
         ready = await http.fetch(f"http://127.0.0.1:{port}/readyz", raise_error=False)

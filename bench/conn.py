@@ -1,0 +1,754 @@
+"""Connection benchmarks: heartbeat cost, idle memory, handshakes, private messages.
+
+    python -m bench.conn [--short] [--only heartbeat,idle,handshake,dm]
+    python -m bench.conn client ...        # a load generator process (started by the above)
+
+Scenarios, in priority order (docs/benchmarks.md, "Connections, memory and heartbeats"):
+
+* ``heartbeat`` (:mod:`bench.heartbeat`): N idle authenticated connections, each joined
+  to one room, on one node, pinged every 5 s; server CPU per second of Squall's sweeper
+  vs a plain Tornado server with ``websocket_ping_interval=5``. The same runs give the
+  single-node idle memory (RSS per connection).
+* ``idle`` (:mod:`bench.idle`): N connections held across several workers (Redis
+  backend): total RSS and PSS of the workers per connection, idle CPU.
+* ``handshake`` (:mod:`bench.handshake`): server CPU per connection and connections/s.
+* ``dm`` (:mod:`bench.dm`): random pairs of users exchanging ``send`` frames across
+  two nodes sharing Redis.
+
+This module holds what they share: the benchmark lock, the client process, server and
+Redis start-up, RSS readings. Every measured phase (server start to numbers) runs
+under an exclusive ``flock`` on ``/tmp/squall-bench.lock``, so that two benchmarks on
+the machine never measure at the same time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import random
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import msgpack
+
+import bench
+from bench import (
+    REPO,
+    Child,
+    can_pin,
+    cpu_seconds,
+    free_port,
+    machine_info,
+    pinned,
+    wait_port,
+)
+from bench.loadgen import CLOSE_FRAME, SUBPROTOCOL, client_frame, make_token
+
+__all__ = [
+    "LOCK_PATH",
+    "Server",
+    "bench_lock",
+    "main",
+    "memory_kb",
+    "start_clients",
+    "start_redis",
+    "start_server",
+]
+
+LOCK_PATH = "/tmp/squall-bench.lock"
+JWT_SECRET = "bench-conn-" + base64.b16encode(os.urandom(20)).decode().lower()
+_TS = struct.Struct(">Q")
+
+#: Squall's configuration for these scenarios; ``{interval}`` is the heartbeat.
+SQUALL_YAML = """\
+server: {{host: 127.0.0.1, drain_s: 1}}
+log: {{level: WARNING, format: text}}
+ratelimit: {{messages: 1000000}}
+limits: {{max_connections: {max_conn}, max_connections_per_user: 100000,
+          outbound_buffer_bytes: 67108864}}
+heartbeat: {{interval_s: {interval}}}
+"""
+
+
+# -- the lock ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _flock(path: str = LOCK_PATH) -> Iterator[float]:
+    with open(path, "a+") as f:
+        t0 = time.monotonic()
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield time.monotonic() - t0
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def bench_lock() -> contextlib.AbstractContextManager[Any]:
+    """The machine-wide measurement lock: ``bench``'s helper when it has one."""
+    helper = getattr(bench, "bench_lock", None) or getattr(bench, "measurement_lock", None)
+    if callable(helper):
+        return cast(contextlib.AbstractContextManager[Any], helper())
+    return _flock()
+
+
+# -- /proc readings ------------------------------------------------------------
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """VmRSS and PSS of one process in KiB (0 when it is gone)."""
+    out = {"rss_kb": 0, "pss_kb": 0}
+    with contextlib.suppress(OSError):
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    out["rss_kb"] = int(line.split()[1])
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    out["pss_kb"] = int(line.split()[1])
+    return out
+
+
+def children_of(pid: int) -> list[int]:
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(x) for x in f.read().split()]
+    return []
+
+
+def foreign_busy(
+    before: dict[int, float], after: dict[int, float], cpus: list[int], ours: float, wall: float
+) -> float | None:
+    """Share of ``cpus`` used by processes other than ours during ``wall`` seconds."""
+    if wall <= 0 or not all(c in before for c in cpus):
+        return None
+    return max(0.0, (sum(after[c] - before[c] for c in cpus) - ours) / wall)
+
+
+# -- servers -------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A started server: the process we launched and, with workers, its children."""
+
+    name: str
+    child: Child
+    port: int
+    workers: list[int] = field(default_factory=list)
+
+    @property
+    def pids(self) -> list[int]:
+        """Processes doing the work: the workers if any, else the process itself."""
+        return self.workers or [self.child.pid]
+
+    def cpu_total(self) -> float:
+        return sum(cpu_seconds(p).total for p in self.pids)
+
+    def cpu_sched(self) -> float:
+        return sum(cpu_seconds(p).sched for p in self.pids)
+
+    def memory(self) -> dict[str, int]:
+        tot = {"rss_kb": 0, "pss_kb": 0}
+        for p in self.pids:
+            for k, v in memory_kb(p).items():
+                tot[k] += v
+        return tot
+
+
+async def start_server(
+    kind: str,
+    workdir: Path,
+    cpu: int | None,
+    *,
+    interval: float = 300.0,
+    redis_url: str | None = None,
+    workers: int = 1,
+    max_conn: int = 20000,
+    ping_interval: float = 0.0,
+    port: int | None = None,
+) -> Server:
+    """``kind`` is ``squall`` (server.py) or ``tornado`` (bench/peers/conn_tornado.py)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    env = dict(os.environ)
+    for key in ("REDIS_URL", "PORT", "WEB_CONCURRENCY", "SQUALL_NODE_ID"):
+        env.pop(key, None)
+    env["SQUALL_JWT_SECRET"] = JWT_SECRET
+    if kind == "squall":
+        conf = workdir / f"squall-{port}.yaml"
+        conf.write_text(SQUALL_YAML.format(interval=interval, max_conn=max_conn))
+        argv = [sys.executable, "server.py", "--config", str(conf), "--port", str(port)]
+        if workers > 1:
+            argv += ["--workers", str(workers)]
+        if redis_url:
+            env["REDIS_URL"] = redis_url
+    else:
+        argv = [sys.executable, "-m", "bench.peers.conn_tornado", "--port", str(port)]
+        argv += ["--ping-interval", str(ping_interval)]
+    child = await Child.start(
+        f"{kind}:{port}", pinned(cpu, argv), workdir / f"{kind}-{port}.log", env, json_io=False
+    )
+    server = Server(kind, child, port)
+    await wait_port(port, 30.0, child.proc)
+    if workers > 1:
+        deadline = time.monotonic() + 30
+        while len(server.workers) < workers and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            server.workers = children_of(child.pid)
+        await asyncio.sleep(1.0)  # every worker listening
+    await asyncio.sleep(0.3)
+    return server
+
+
+class Redis:
+    """A throw-away redis-server (tests/redis_server.py), optionally pinned."""
+
+    def __init__(self, cpu: int | None) -> None:
+        from tests.redis_server import RedisServer
+
+        self.server = RedisServer(extra_args=("--maxclients", "1000"))
+        self.server.start()
+        proc = self.server._proc
+        assert proc is not None
+        self.pid = proc.pid
+        if cpu is not None:
+            subprocess.run(["taskset", "-pc", str(cpu), str(self.pid)], capture_output=True)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def used_memory(self) -> int:
+        import redis
+
+        info = redis.Redis(port=self.server.port).info("memory")
+        return int(info["used_memory"])
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@contextlib.contextmanager
+def start_redis(cpu: int | None) -> Iterator[Redis]:
+    r = Redis(cpu)
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+async def start_clients(
+    workdir: Path,
+    cpu: int | None,
+    port: int | list[int],
+    total: int,
+    procs: int,
+    *,
+    auth: bool,
+    group: int = 0,
+    first_source: int = 2,
+    concurrency: int = 64,
+    first_user: int = 0,
+    extra: list[str] | None = None,
+    tag: str = "c",
+) -> list[Child]:
+    """``procs`` client processes holding ``total`` connections between them, armed.
+
+    Process i binds its sockets to 127.0.0.<first_source + i> and, when ``port`` is a
+    list, connects to ``port[i % len(port)]``. Connections are opened on ``go``.
+    """
+    ports = port if isinstance(port, list) else [port]
+    per = -(-total // procs)
+    out: list[Child] = []
+    for i in range(procs):
+        first = i * per
+        count = min(per, total - first)
+        if count <= 0:
+            break
+        argv = [sys.executable, "-m", "bench.conn", "client", "--port", str(ports[i % len(ports)])]
+        argv += ["--count", str(count), "--first", str(first_user + first)]
+        argv += ["--source", f"127.0.0.{first_source + i}", "--concurrency", str(concurrency)]
+        if auth:
+            argv += ["--auth", "--group", str(group)]
+        argv += extra or []
+        env = dict(os.environ)
+        env["SQUALL_JWT_SECRET"] = JWT_SECRET
+        out.append(
+            await Child.start(f"{tag}{i}", pinned(cpu, argv), workdir / f"{tag}{i}.log", env)
+        )
+    for c in out:
+        await c.expect("armed", 120.0)
+    return out
+
+
+async def connect(clients: list[Child], timeout: float) -> list[dict[str, Any]]:
+    for c in clients:
+        c.send("go")
+    return list(await asyncio.gather(*(c.expect("ready", timeout) for c in clients)))
+
+
+async def stop_all(*groups: list[Child] | Server | None) -> None:
+    for g in groups:
+        if g is None:
+            continue
+        if isinstance(g, Server):
+            await g.child.stop(timeout=15.0)
+        else:
+            await asyncio.gather(*(c.stop(timeout=15.0) for c in g))
+
+
+def median(values: list[float | None]) -> float | None:
+    v = [x for x in values if x is not None]
+    return statistics.median(v) if v else None
+
+
+def pct(values: list[int], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return float(s[min(len(s) - 1, round(q * (len(s) - 1)))])
+
+
+def host_cpus() -> tuple[int | None, int | None]:
+    """(server CPU, client CPU), or (None, None) when pinning is not possible."""
+    return (0, 1) if can_pin() else (None, None)
+
+
+# -- the client process --------------------------------------------------------
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.pings = 0
+        self.closed = 0
+        self.failed = 0
+        self.frames: dict[str, int] = {}
+        self.dm = 0
+        self.sent_ok = 0
+        self.send_err = 0
+        self.lat_us: list[int] = []
+        self.errors: list[str] = []
+
+
+class Conn(asyncio.Protocol):
+    """One WebSocket connection that answers pings, with optional JWT, join and dm."""
+
+    def __init__(self, owner: ClientProc, index: int, token: str | None, room: str | None):
+        self.owner = owner
+        self.stats = owner.stats
+        self.index = index
+        self.token = token
+        self.room = room
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.upgraded = False
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.in_flight = 0
+        self.next_id = 10
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        key = base64.b64encode(os.urandom(16)).decode()
+        head = (
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{self.owner.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n"
+        )
+        if self.token is not None:
+            head += f"Authorization: Bearer {self.token}\r\n"
+        self.transport.write((head + "\r\n").encode())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stats.closed += 1
+        self._fail(f"connection lost: {exc}")
+
+    def _fail(self, reason: str) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(reason))
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.buf:
+            data = self.buf + data
+            self.buf = b""
+        if not self.upgraded:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = data
+                return
+            if data[9:12] != b"101":
+                self._fail(f"upgrade refused: {data[:end][:200]!r}")
+                return
+            self.upgraded = True
+            data = data[end + 4 :]
+            if self.token is None and not self.ready.done():
+                self.ready.set_result(None)
+        pos, n = 0, len(data)
+        while n - pos >= 2:
+            length = data[pos + 1] & 0x7F
+            start = pos + 2
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                start = pos + 4
+            elif length == 127:
+                if n - pos < 10:
+                    break
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                start = pos + 10
+            end = start + length
+            if end > n:
+                break
+            opcode = data[pos] & 0x0F
+            if opcode == 9:
+                self.stats.pings += 1
+                if self.transport is not None:
+                    self.transport.write(client_frame(data[start:end], opcode=0xA))
+            elif opcode in (1, 2):
+                self._frame(data[start:end])
+            elif opcode == 8:
+                self._fail("server sent close")
+            pos = end
+        if pos < n:
+            self.buf = data[pos:]
+
+    def _frame(self, payload: bytes) -> None:
+        try:
+            frame: Any = msgpack.unpackb(payload)
+        except ValueError:
+            frame = {}
+        kind = frame.get("t") if isinstance(frame, dict) else None
+        st = self.stats
+        if kind == "dm":
+            st.dm += 1
+            data = frame.get("data")
+            if self.owner.measuring and isinstance(data, bytes) and len(data) >= 8:
+                st.lat_us.append((time.time_ns() - _TS.unpack_from(data)[0]) // 1000)
+            self.send({"t": "ack", "mid": frame["mid"]})
+            return
+        st.frames[str(kind)] = st.frames.get(str(kind), 0) + 1
+        if kind == "ok" and frame.get("id", 0) >= 10:
+            st.sent_ok += 1
+            self.in_flight -= 1
+            self.pump()
+        elif kind == "err" and self.ready.done():
+            st.send_err += 1
+            if len(st.errors) < 5:
+                st.errors.append(repr(frame))
+            self.in_flight -= 1
+            self.pump()
+        elif kind == "welcome":
+            if self.room is None:
+                self.ready.set_result(None)
+            else:
+                self.send({"t": "join", "id": 1, "room": self.room})
+        elif kind == "ok" and frame.get("id") == 1 and not self.ready.done():
+            self.ready.set_result(None)
+        elif kind in ("err", "bye"):
+            self._fail(f"refused: {frame!r}")
+
+    def send(self, frame: dict[str, Any]) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(client_frame(msgpack.packb(frame)))
+
+    def pump(self) -> None:
+        """Keep ``dm_window`` ``send`` requests in flight while the owner is sending."""
+        o = self.owner
+        while o.sending and self.in_flight < o.dm_window:
+            to = o.rng.randrange(o.dm_users)
+            if to == self.index:
+                continue
+            self.in_flight += 1
+            self.next_id += 1
+            data = _TS.pack(time.time_ns()) + b"\x00" * 24
+            self.send({"t": "send", "id": self.next_id, "to": f"u{to}", "data": data})
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(CLOSE_FRAME)
+            self.transport.close()
+
+
+class ClientProc:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.port: int = args.port
+        self.stats = Stats()
+        self.conns: list[Conn] = []
+        self.sending = False
+        self.measuring = False
+        self.dm_window: int = args.dm_window
+        self.dm_users: int = args.dm_users
+        self.rng = random.Random(args.first)
+
+    def tokens(self) -> list[str | None]:
+        a = self.args
+        if not a.auth:
+            return [None] * a.count
+        secret = os.environ["SQUALL_JWT_SECRET"]
+        return [make_token(secret, f"u{i}") for i in range(a.first, a.first + a.count)]
+
+    async def connect(self, tokens: list[str | None]) -> dict[str, Any]:
+        a = self.args
+        loop = asyncio.get_running_loop()
+        sem = asyncio.Semaphore(a.concurrency)
+        t0 = time.monotonic()
+
+        async def one(i: int, token: str | None) -> None:
+            index = a.first + i
+            room = f"r{index // a.group}" if a.group > 0 else None
+            async with sem:
+                try:
+                    _t, proto = await loop.create_connection(
+                        lambda: Conn(self, index, token, room),
+                        "127.0.0.1",
+                        self.port,
+                        local_addr=(a.source, 0),
+                    )
+                    conn = cast(Conn, proto)
+                    await asyncio.wait_for(conn.ready, a.timeout)
+                    self.conns.append(conn)
+                except (OSError, ConnectionError, TimeoutError) as e:
+                    self.stats.failed += 1
+                    if len(self.stats.errors) < 5:
+                        self.stats.errors.append(repr(e)[:300])
+
+        await asyncio.gather(*(one(i, t) for i, t in enumerate(tokens)))
+        return {
+            "event": "ready",
+            "connections": len(self.conns),
+            "failed": self.stats.failed,
+            "elapsed_s": time.monotonic() - t0,
+            "errors": self.stats.errors[:5],
+        }
+
+    def report(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "event": "report",
+            "connections": len(self.conns),
+            "pings": s.pings,
+            "closed": s.closed,
+            "frames": s.frames,
+            "dm": s.dm,
+            "sent_ok": s.sent_ok,
+            "send_err": s.send_err,
+            "errors": s.errors[:5],
+        }
+
+
+def emit(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+async def run_client(args: argparse.Namespace) -> None:
+    proc = ClientProc(args)
+    tokens = proc.tokens()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    emit({"event": "armed", "pid": os.getpid()})
+    while True:
+        line = await reader.readline()
+        cmd = json.loads(line)["cmd"] if line else "exit"
+        if cmd == "go":
+            emit(await proc.connect(tokens))
+        elif cmd == "report":
+            emit(proc.report())
+        elif cmd == "dm-start":
+            proc.sending = True
+            for c in proc.conns:
+                if c.index % args.dm_sender_every == 0:
+                    c.pump()
+        elif cmd == "mark":  # counters now; latencies since the previous mark
+            ev = proc.report()
+            ev["event"] = "mark"
+            ev["lat_us"] = proc.stats.lat_us
+            proc.stats.lat_us = []
+            proc.measuring = not proc.measuring
+            emit(ev)
+        elif cmd == "dm-stop":
+            proc.sending = False
+        elif cmd == "exit":
+            break
+    for c in proc.conns:
+        c.close()
+    await asyncio.sleep(0.3)
+
+
+def client_main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.conn client")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--first", type=int, default=0, help="user index of the first connection")
+    p.add_argument("--source", default="127.0.0.1", help="local address to bind")
+    p.add_argument("--auth", action="store_true", help="bearer JWT, wait for welcome")
+    p.add_argument("--group", type=int, default=0, help="join room r<index // group> (0: none)")
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--dm-users", type=int, default=1, help="recipients are u0 .. u<N-1>")
+    p.add_argument("--dm-window", type=int, default=1, help="send requests in flight/sender")
+    p.add_argument("--dm-sender-every", type=int, default=1, help="1 sender in K connections")
+    args = p.parse_args(argv)
+    try:
+        import uvloop
+
+        uvloop.run(run_client(args))
+    except ImportError:
+        asyncio.run(run_client(args))
+
+
+# -- the command line ----------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def measured() -> AsyncIterator[float]:
+    """The lock, taken without blocking the event loop; yields seconds waited."""
+    loop = asyncio.get_running_loop()
+    cm = bench_lock()
+    t0 = time.monotonic()
+    await loop.run_in_executor(None, cm.__enter__)
+    try:
+        yield time.monotonic() - t0
+    finally:
+        cm.__exit__(None, None, None)
+
+
+async def retrying(
+    run: Callable[[], Any], disturbed: Callable[[dict[str, Any]], bool], retries: int
+) -> dict[str, Any]:
+    """``run()`` under the lock, again (at most ``retries`` times) while disturbed."""
+    attempts: list[dict[str, Any]] = []
+    for _ in range(retries + 1):
+        async with measured() as waited:
+            result: dict[str, Any] = await run()
+        result["lock_wait_s"] = round(waited, 2)
+        attempts.append(result)
+        if not disturbed(result):
+            break
+    best = attempts[-1]
+    best["attempts"] = len(attempts)
+    return best
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "client":
+        client_main(argv[1:])
+        return
+    asyncio.run(run_main(argv))
+
+
+# -- orchestration ---------------------------------------------------------------
+
+RESULTS = REPO / "bench" / "results"
+DOCS = REPO / "docs" / "benchmarks.md"
+SCENARIOS = ("heartbeat", "idle", "handshake", "dm")
+
+
+def _disturbed(limit: float) -> Callable[[dict[str, Any]], bool]:
+    def check(r: dict[str, Any]) -> bool:
+        return r.get("error") is None and (r.get("foreign_cpu0") or 0.0) > limit
+
+    return check
+
+
+async def _guarded(
+    label: str, coro_fn: Callable[[], Any], timeout: float, retries: int
+) -> dict[str, Any]:
+    async def run() -> dict[str, Any]:
+        try:
+            r: dict[str, Any] = await asyncio.wait_for(coro_fn(), timeout)
+        except Exception as e:  # noqa: BLE001 - recorded, the other runs go on
+            import traceback
+
+            r = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-3000:]}
+        return r
+
+    r = await retrying(run, _disturbed(0.3), retries)
+    shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
+    shown.pop("trace", None)
+    shown.pop("lat_us", None)
+    print(f"[{label}] {json.dumps(shown)}", file=sys.stderr, flush=True)
+    return r
+
+
+async def run_main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.conn")
+    p.add_argument("--short", action="store_true", help="smaller N, shorter windows (~2 min)")
+    p.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
+    p.add_argument("--retries", type=int, default=None, help="reruns of a disturbed run")
+    p.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    args = p.parse_args(argv)
+    mode = "short" if args.short else "full"
+    retries = args.retries if args.retries is not None else (1 if args.short else 2)
+    only = [s for s in args.only.split(",") if s]
+    workroot = Path(f"/tmp/squall-bench-conn-{os.getpid()}")
+    started = time.time()
+    out: dict[str, Any] = {
+        "mode": mode,
+        "command": "python -m bench.conn" + (" --short" if args.short else "")
+        + ("" if only == list(SCENARIOS) else f" --only {','.join(only)}"),
+        "started_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+        "machine": machine_info(),
+        "scenarios": {},
+    }
+    import importlib
+
+    for name in only:
+        module = importlib.import_module(f"bench.{name}")
+        out["scenarios"][name] = await module.scenario(
+            args.short, workroot / name, lambda label, fn, t: _guarded(label, fn, t, retries)
+        )
+        out["elapsed_s"] = round(time.time() - started, 1)
+        suffix = mode if only == list(SCENARIOS) else f"{mode}-custom"
+        path = RESULTS / f"conn-{suffix}.json"
+        path.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    print(f"results: {path.relative_to(REPO)} ({out['elapsed_s']} s)", file=sys.stderr)
+    if not args.no_docs and only == list(SCENARIOS):
+        
+
+        update_docs(f"conn-{mode}", render(out))
+
+
+def update_docs(section: str, body: str) -> None:
+    """Replace only our ``<!-- results:section -->`` block (appended when absent).
+
+    The file is re-read right before the write: others edit their own sections of it.
+    """
+    import re
+
+    begin, end = f"<!-- results:{section} -->", f"<!-- /results:{section} -->"
+    block = f"{begin}\n{body}{end}"
+    text = DOCS.read_text()
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: block, text)
+    else:
+        text = text.rstrip("\n") + f"\n\n## Results: {section}\n\n{block}\n"
+    DOCS.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
