@@ -239,3 +239,24 @@ async def test_eviction_during_admission_is_not_lost(nodes: NodeFactory) -> None
     assert await c.closed() == 4009
     ok = await connect(node, token("calm"))
     ok.close()
+
+
+@pytest.mark.gen_test(timeout=15)
+@pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
+async def test_asymmetric_algorithms_end_to_end(
+    nodes: NodeFactory, tmp_path: Any, alg: str
+) -> None:
+    from tests.tokens import ec_keypair, ed25519_keypair
+
+    priv, pub = {"RS256": rsa_keypair, "ES256": ec_keypair, "EdDSA": ed25519_keypair}[alg]()
+    pub_file = tmp_path / "public.pem"
+    pub_file.write_text(pub)
+    node = await nodes(
+        {"auth.algorithms": [alg], "auth.secret": None, "auth.public_key_file": str(pub_file)}
+    )
+    good = make_token(good_claims("alice"), alg=alg, secret=priv)
+    c = await connect(node, good)
+    assert (await c.request({"t": "ping"}))["t"] == "pong"
+    # an HS256 token signed with the public key as HMAC secret: the confusion attack
+    assert (await refused(node, make_token(good_claims("alice"), secret=pub))).status == 401
+    assert (await refused(node, make_token(good_claims("alice")))).status == 401
