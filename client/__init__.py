@@ -14,18 +14,10 @@ See :mod:`client.connection` for the guarantees and docs/client.md for a tour.
 """
 
 from client.backoff import Attempts, Backoff
-from client.connection import (
-    NO_RECONNECT,
-    AuthRefused,
-    Closed,
-    ConnectionLost,
-    Frame,
-    RequestFailed,
-    RoomState,
-    SquallClient,
-    SquallError,
-    TokenSource,
-)
+from client.connection import SquallClient, TokenSource
+from client.errors import AuthRefused, Closed, ConnectionLost, RequestFailed, SquallError
+from client.frames import NO_RECONNECT, Frame
+from client.rooms import RoomState
 
 __all__ = [
     "NO_RECONNECT",

@@ -26,7 +26,10 @@
   :meth:`messages`, or the return of ``on_message``): at-least-once delivery. A dm
   redelivered after a reconnect is not yielded twice.
 
-The client owns no global state; several can run in one event loop.
+The client owns no global state; several can run in one event loop. Its parts live in
+:mod:`client.errors`, :mod:`client.frames`, :mod:`client.handshake` (one connection
+attempt), :mod:`client.pending` (requests in flight) and :mod:`client.rooms`; the
+public names are re-exported here and from :mod:`client`.
 """
 
 from __future__ import annotations
@@ -34,20 +37,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Literal
 
-import msgpack
-from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.httpclient import HTTPClientError
 from tornado.iostream import StreamClosedError
-from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError
 
 from client.backoff import Attempts, Backoff
+from client.errors import (
+    AuthRefused,
+    Closed,
+    ConnectionLost,
+    RequestFailed,
+    SquallError,
+    refusal_is_transient,
+)
+from client.frames import NO_RECONNECT, SUBPROTOCOLS, Frame, encode_frame
+from client.handshake import Bye, Dropped, close_info, open_connection, read_frame
+from client.pending import PendingRequests
+from client.rooms import RoomState
 
 __all__ = [
     "NO_RECONNECT",
@@ -64,92 +76,13 @@ __all__ = [
 
 log = logging.getLogger("squall.client")
 
-Frame = dict[str, Any]
 TokenSource = str | Callable[[], Awaitable[str]]
 OnMessage = Callable[[Frame], Awaitable[None] | None]
 
-#: Close codes after which a client must not reconnect (PROTOCOL.md, close codes).
-NO_RECONNECT: Final = frozenset({4001, 4003, 4009, 4010, 4029})
-
-SUBPROTOCOLS: Final = {"msgpack": "squall.v1.msgpack", "json": "squall.v1.json"}
 DEFAULT_BACKOFF: Final = Backoff(base=0.5, cap=30.0)
 
 #: How many dm ids are remembered to drop redeliveries of already taken dms.
 _SEEN_DMS = 4096
-
-
-class SquallError(Exception):
-    """Base class of every error this client raises."""
-
-
-class AuthRefused(SquallError):
-    """The server refused the WebSocket upgrade with an HTTP status (401, 403, 429, 503...).
-
-    ``body`` is the server's JSON error body (``{"error", "message"}``, empty when
-    absent); ``retry_after`` the ``Retry-After`` header in seconds, if any.
-    """
-
-    def __init__(self, status: int, body: Mapping[str, Any], retry_after: float | None) -> None:
-        super().__init__(f"handshake refused: {status} {dict(body)}")
-        self.status = status
-        self.body = dict(body)
-        self.retry_after = retry_after
-
-
-class RequestFailed(SquallError):
-    """The server answered a request with ``err``."""
-
-    def __init__(self, code: int, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(f"{code} {reason}")
-        self.code = code
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-class Closed(SquallError):
-    """The client is closed for good: a non-reconnectable close code, or :meth:`close`.
-
-    ``code`` is the WebSocket close code (``None`` when unknown).
-    """
-
-    def __init__(self, code: int | None, reason: str) -> None:
-        super().__init__(f"closed: {code} {reason}")
-        self.code = code
-        self.reason = reason
-
-
-class ConnectionLost(SquallError):
-    """The connection dropped while a request was in flight; the client reconnects.
-
-    The request may or may not have taken effect; it is not resent.
-    """
-
-    def __init__(self, code: int | None, reason: str) -> None:
-        super().__init__(f"connection lost: {code} {reason}")
-        self.code = code
-        self.reason = reason
-
-
-@dataclass
-class RoomState:
-    """What the client knows about one room it joined.
-
-    ``seq``/``epoch``: the last message sequence number seen and the room's epoch,
-    sent as ``since``/``epoch`` on rejoin. ``recovered``: outcome of the latest
-    rejoin (``None`` before any).
-    """
-
-    name: str
-    seq: int | None = None
-    epoch: str | None = None
-    joined: bool = False
-    recovered: bool | None = None
-
-
-@dataclass
-class _Pending:
-    future: asyncio.Future[Frame]
-    on_ok: Callable[[Frame], None] | None
 
 
 class _End:
@@ -157,15 +90,6 @@ class _End:
 
 
 _END: Final = _End()
-
-
-class _Dropped(Exception):
-    """A connection ended with a reconnectable code (internal)."""
-
-    def __init__(self, code: int | None, reason: str) -> None:
-        super().__init__(f"{code} {reason}")
-        self.code = code
-        self.reason = reason
 
 
 class SquallClient:
@@ -212,11 +136,10 @@ class SquallClient:
         self._headers = dict(headers or {})
         self._attempts = Attempts(backoff, rng)
         self._ws: WebSocketClientConnection | None = None
-        self._bye: tuple[int | None, str] | None = None
+        self._bye: Bye | None = None
         self._welcome: Frame | None = None
         self._connections = 0
-        self._next_id = 1
-        self._pending: dict[int, _Pending] = {}
+        self._requests = PendingRequests()
         self._rooms: dict[str, RoomState] = {}
         self._queue: asyncio.Queue[Frame | _End] = asyncio.Queue()
         self._slots = asyncio.Semaphore(max_queue)
@@ -274,7 +197,7 @@ class SquallClient:
             raise RuntimeError("connect() may be called once per client")
         try:
             ws, welcome = await self._open()
-        except _Dropped as e:
+        except Dropped as e:
             raise ConnectionLost(e.code, e.reason) from None
         self._attach(ws, welcome)
         self._ready.set()
@@ -326,9 +249,7 @@ class SquallClient:
         state = RoomState(room)
         self._rooms[room] = state
         try:
-            return await self._request(
-                {"t": "join", "room": room}, lambda ok: self._joined(state, ok)
-            )
+            return await self._request({"t": "join", "room": room}, state.joined_ok)
         except BaseException:
             if not state.joined and self._rooms.get(room) is state:
                 del self._rooms[room]
@@ -446,21 +367,15 @@ class SquallClient:
             await self._ready_or_raise()
             ws = self._ws
             assert ws is not None
-        rid = self._next_id
-        self._next_id += 1
-        fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = _Pending(fut, on_ok)
+        rid, fut = self._requests.open(on_ok)
         try:
             self._write(ws, {**frame, "id": rid})
             return await asyncio.wait_for(fut, self.request_timeout)
         finally:
-            self._pending.pop(rid, None)
+            self._requests.discard(rid)
 
     def _write(self, ws: WebSocketClientConnection, frame: Frame) -> None:
-        if self.encoding == "json":
-            payload: bytes | str = json.dumps(frame, separators=(",", ":"))
-        else:
-            payload = msgpack.packb(frame, use_bin_type=True)
+        payload = encode_frame(frame, self.encoding)
         try:
             sent = ws.write_message(payload, binary=self.encoding == "msgpack")
         except WebSocketClosedError:
@@ -490,42 +405,15 @@ class SquallClient:
     async def _open(self) -> tuple[WebSocketClientConnection, Frame]:
         """One connection attempt up to ``welcome``."""
         token = await self._token()
-        headers = {**self._headers, "Authorization": f"Bearer {token}"}
-        request = HTTPRequest(
+        ws, welcome, self._bye = await open_connection(
             self.url,
-            headers=headers,
+            token,
+            headers=self._headers,
+            encoding=self.encoding,
             connect_timeout=self.connect_timeout,
-            request_timeout=self.connect_timeout,
+            ping_interval=self.ping_interval,
         )
-        protocol = SUBPROTOCOLS[self.encoding]
-        try:
-            ws = await websocket_connect(
-                request, subprotocols=[protocol], ping_interval=self.ping_interval
-            )
-        except HTTPClientError as e:
-            if e.response is None or e.code == 599:
-                raise  # timeout or network failure
-            raise _refusal(e.code, e.response.body, e.response.headers.get("Retry-After")) from None
-        chosen = ws.selected_subprotocol
-        if chosen != protocol and not (chosen is None and self.encoding == "msgpack"):
-            ws.close(1002, "subprotocol")
-            raise SquallError(f"server chose subprotocol {chosen!r}, not {protocol!r}")
-        self._bye = None
-        try:
-            while True:
-                frame = await asyncio.wait_for(self._read(ws), self.connect_timeout)
-                if frame is None:
-                    code, reason = self._close_info(ws)
-                    if code in NO_RECONNECT:
-                        raise Closed(code, reason)
-                    raise _Dropped(code, reason)
-                if frame.get("t") == "welcome":
-                    return ws, frame
-                if frame.get("t") == "bye":
-                    self._bye = (frame.get("code"), str(frame.get("reason", "")))
-        except BaseException:
-            ws.close()
-            raise
+        return ws, welcome
 
     def _attach(self, ws: WebSocketClientConnection, welcome: Frame) -> None:
         self._ws = ws
@@ -533,37 +421,13 @@ class SquallClient:
         self._connections += 1
         self._attempts.connected(asyncio.get_running_loop().time())
 
-    async def _read(self, ws: WebSocketClientConnection) -> Frame | None:
-        """Next decodable map from ``ws``, or ``None`` once it is closed."""
-        while True:
-            message = await ws.read_message()
-            if message is None:
-                return None
-            try:
-                if isinstance(message, str):
-                    frame = json.loads(message)
-                else:
-                    frame = msgpack.unpackb(message, raw=False)
-            except (ValueError, TypeError):
-                log.warning("undecodable frame from the server dropped")
-                continue
-            if isinstance(frame, dict):
-                return frame
-            log.warning("non-map frame from the server dropped")
-
-    def _close_info(self, ws: WebSocketClientConnection) -> tuple[int | None, str]:
-        code, reason = ws.close_code, ws.close_reason or ""
-        if code is None and self._bye is not None:
-            code, reason = self._bye
-        return code, reason
-
     async def _run(self, ws: WebSocketClientConnection) -> None:
         """Supervisor: read the connection; on a drop, back off, reconnect, rejoin."""
         current: WebSocketClientConnection | None = ws
         try:
             while current is not None:
                 await self._pump(current)
-                code, reason = self._close_info(current)
+                code, reason = close_info(current, self._bye)
                 current.close()  # releases tornado's protocol object (no-op on the wire)
                 self._ready.clear()
                 self._ws = None
@@ -574,7 +438,7 @@ class SquallClient:
                     self._finish(Closed(code, reason))
                     return
                 log.info("connection closed (%s %s); reconnecting", code, reason)
-                self._fail_pending(ConnectionLost(code, reason))
+                self._requests.fail_all(ConnectionLost(code, reason))
                 for name, state in list(self._rooms.items()):
                     if not state.joined:
                         del self._rooms[name]
@@ -587,7 +451,7 @@ class SquallClient:
 
     async def _pump(self, ws: WebSocketClientConnection) -> None:
         while True:
-            frame = await self._read(ws)
+            frame = await read_frame(ws)
             if frame is None:
                 return
             await self._dispatch(frame)
@@ -606,7 +470,7 @@ class SquallClient:
             try:
                 ws, welcome = await self._open()
             except AuthRefused as e:
-                if not _refusal_is_transient(e):
+                if not refusal_is_transient(e):
                     self._finish(e)
                     return None
                 retry_after = e.retry_after or 0.0
@@ -615,7 +479,7 @@ class SquallClient:
             except Closed as e:
                 self._finish(e)
                 return None
-            except (_Dropped, OSError, StreamClosedError, HTTPClientError, TimeoutError) as e:
+            except (Dropped, OSError, StreamClosedError, HTTPClientError, TimeoutError) as e:
                 log.info("reconnect failed: %r", e)
                 continue
             except Exception:
@@ -657,21 +521,9 @@ class SquallClient:
         self._ready.set()
 
     async def _rejoin_one(self, ws: WebSocketClientConnection, state: RoomState) -> Frame:
-        frame: Frame = {"t": "join", "room": state.name}
-        if state.seq is not None and state.epoch is not None:
-            frame["since"] = state.seq
-            frame["epoch"] = state.epoch
-        return await self._request(frame, lambda ok: self._joined(state, ok, rejoin=True), ws)
-
-    def _joined(self, state: RoomState, ok: Frame, rejoin: bool = False) -> None:
-        """A join's ``ok``: every message up to ``ok.seq`` was delivered or is lost."""
-        state.joined = True
-        state.seq = int(ok["seq"])
-        state.epoch = str(ok["epoch"])
-        if rejoin:
-            state.recovered = bool(ok.get("recovered"))
-            if not state.recovered:
-                log.warning("room %r: messages missed while disconnected are lost", state.name)
+        return await self._request(
+            state.rejoin_frame(), lambda ok: state.joined_ok(ok, rejoin=True), ws
+        )
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -683,20 +535,12 @@ class SquallClient:
     async def _dispatch(self, frame: Frame) -> None:
         t = frame.get("t")
         if t in ("ok", "err", "pong"):
-            self._answer(frame)
+            self._requests.answer(frame)
         elif t == "msg":
             state = self._rooms.get(str(frame.get("room")))
-            seq = frame.get("seq")
-            if state is None or not isinstance(seq, int):
-                return  # a room we left (or never joined)
-            epoch = frame.get("epoch")
-            if isinstance(epoch, str) and epoch != state.epoch:
-                # the room's history was lost and its seq restarted: not duplicates
-                state.epoch, state.seq = epoch, None
-            if state.seq is not None and seq <= state.seq:
-                return  # already delivered before the reconnect
-            state.seq = seq
-            await self._deliver(frame)
+            # None: a room we left (or never joined)
+            if state is not None and state.take(frame):
+                await self._deliver(frame)
         elif t == "presence":
             if str(frame.get("room")) in self._rooms:
                 await self._deliver(frame)
@@ -710,25 +554,6 @@ class SquallClient:
             await self._deliver(frame)
         elif t == "bye":
             self._bye = (frame.get("code"), str(frame.get("reason", "")))
-
-    def _answer(self, frame: Frame) -> None:
-        rid = frame.get("id")
-        pending = self._pending.pop(rid, None) if isinstance(rid, int) else None
-        if pending is None or pending.future.done():
-            return  # timed out already, or an err without id
-        if frame["t"] == "err":
-            retry_after = frame.get("retry_after")
-            pending.future.set_exception(
-                RequestFailed(
-                    int(frame.get("code", 0)),
-                    str(frame.get("reason", "")),
-                    float(retry_after) if retry_after is not None else None,
-                )
-            )
-            return
-        if pending.on_ok is not None:
-            pending.on_ok(frame)
-        pending.future.set_result(frame)
 
     async def _deliver(self, frame: Frame) -> None:
         callback = self._on_message
@@ -748,19 +573,13 @@ class SquallClient:
 
     # -- ending ----------------------------------------------------------------
 
-    def _fail_pending(self, error: SquallError) -> None:
-        pending, self._pending = self._pending, {}
-        for p in pending.values():
-            if not p.future.done():
-                p.future.set_exception(error)
-
     def _finish(self, error: SquallError | None) -> None:
         """End the client once: fail what waits, end :meth:`messages`."""
         if self._done.is_set():
             return
         self._final = error
         self._ready.clear()
-        self._fail_pending(error or Closed(1000, "closed by the client"))
+        self._requests.fail_all(error or Closed(1000, "closed by the client"))
         self._done.set()
         self._queue.put_nowait(_END)
         ws, self._ws = self._ws, None
@@ -768,22 +587,3 @@ class SquallClient:
             ws.close()
         for task in list(self._tasks):
             task.cancel()
-
-
-def _refusal(status: int, body: bytes | None, retry_after: str | None) -> AuthRefused:
-    parsed: Any = {}
-    if body:
-        with contextlib.suppress(ValueError):
-            parsed = json.loads(body)
-    after: float | None = None
-    if retry_after:
-        with contextlib.suppress(ValueError):
-            after = float(retry_after)
-    return AuthRefused(status, parsed if isinstance(parsed, dict) else {}, after)
-
-
-def _refusal_is_transient(e: AuthRefused) -> bool:
-    """503 (draining, full, backend down) and an IP lockout pass; bad tokens do not."""
-    if e.status == 503:
-        return True
-    return e.status == 429 and e.body.get("error") != "too_many_connections"

@@ -18,8 +18,9 @@ Guarantee of :func:`decode`: whatever the input, it returns a frame or raises on
 those two exceptions, in time and memory linear in the message length (hostile
 length headers and deep nesting fail fast).
 
-``data`` values are packed and converted to JSON by :mod:`core.datavalue`; its public
-names are re-exported here.
+The typed client frames are defined in :mod:`core.client_frames`; ``data`` values are
+packed and converted to JSON by :mod:`core.datavalue`. Their public names are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -27,13 +28,24 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from typing import Any, Final, NoReturn, TypeAlias
+from typing import Any, Final, NoReturn
 
 import msgpack
 
 from core.backend.base import DirectMessage, Publication
+from core.client_frames import (
+    AckFrame,
+    AuthFrame,
+    ClientFrame,
+    JoinFrame,
+    LeaveFrame,
+    PingFrame,
+    PresenceFrame,
+    PubFrame,
+    RefreshFrame,
+    SendFrame,
+)
 from core.datavalue import (
     MAX_DATA_DEPTH,
     data_from_json,
@@ -202,89 +214,6 @@ class RequestError(Exception):
         self.reason = reason
         self.request_id = request_id
         self.retry_after = retry_after
-
-
-# -- client frames -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AuthFrame:
-    """``{"t":"auth","token":...}``: first-frame authentication."""
-
-    token: str
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshFrame:
-    """A new access token for the same ``sub``."""
-
-    id: int
-    token: str
-
-
-@dataclass(frozen=True, slots=True)
-class JoinFrame:
-    """Join ``room``; ``since``/``epoch`` ask for recovery of missed messages."""
-
-    id: int
-    room: str
-    since: int | None
-    epoch: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class LeaveFrame:
-    id: int
-    room: str
-
-
-@dataclass(frozen=True, slots=True)
-class PubFrame:
-    """``data`` is the MessagePack encoding of the client's ``data`` value."""
-
-    id: int
-    room: str
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SendFrame:
-    """``data`` is the MessagePack encoding of the client's ``data`` value."""
-
-    id: int
-    to: str
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class AckFrame:
-    """At least one message id; ``ack`` has no reply."""
-
-    mids: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class PresenceFrame:
-    id: int
-    room: str
-
-
-@dataclass(frozen=True, slots=True)
-class PingFrame:
-    id: int
-
-
-ClientFrame: TypeAlias = (
-    AuthFrame
-    | RefreshFrame
-    | JoinFrame
-    | LeaveFrame
-    | PubFrame
-    | SendFrame
-    | AckFrame
-    | PresenceFrame
-    | PingFrame
-)
 
 
 # -- decoding ------------------------------------------------------------------------

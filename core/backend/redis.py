@@ -32,13 +32,16 @@ Every guarantee of :class:`~core.backend.base.Backend` holds across nodes; how:
   collect garbage, except for bans, revoked tokens, nonces, refresh families and
   lockout blocks, whose Redis TTL *is* their lifetime. Every key but a permanent
   ban has a TTL.
+
+Those security records (bans, revoked tokens, refresh families, nonces, lockouts,
+rate limits) are kept by :class:`~core.backend.redis_security.SecurityRecords`, a
+mixin of :class:`RedisBackend`.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import math
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -58,10 +61,15 @@ from core.backend.base import (
     Publication,
     Recovery,
     RoomPosition,
-    RotateOutcome,
     SessionRecord,
 )
-from core.backend.redis_client import CommandClient, client_name, make_client, mask_url
+from core.backend.redis_client import (
+    CommandClient,
+    client_name,
+    expiry_ms,
+    make_client,
+    mask_url,
+)
 from core.backend.redis_codec import (
     decode_command,
     decode_dm,
@@ -77,6 +85,7 @@ from core.backend.redis_codec import (
 )
 from core.backend.redis_keys import RedisKeys, member, split_member
 from core.backend.redis_pubsub import FAILURES, PubSub, describe
+from core.backend.redis_security import SecurityRecords
 from core.clock import Clock
 
 __all__ = ["RedisBackend", "mask_url"]
@@ -84,15 +93,10 @@ __all__ = ["RedisBackend", "mask_url"]
 log = logging.getLogger("squall.backend.redis")
 
 
-def _ms(seconds: float) -> int:
-    """A positive millisecond duration (Redis refuses a zero or negative expiry)."""
-    return max(1, math.ceil(seconds * 1000))
-
-
 # -- the backend -------------------------------------------------------------------
 
 
-class RedisBackend(Backend):
+class RedisBackend(SecurityRecords, Backend):
     """A :class:`~core.backend.base.Backend` on Redis; see the module docstring.
 
     ``url``: ``redis://``, ``rediss://`` (TLS, with the ``ssl_*`` options),
@@ -164,7 +168,7 @@ class RedisBackend(Backend):
         self._own_sessions: dict[str, SessionRecord] = {}
         self._own_memberships: set[Membership] = set()
         self._unique = itertools.count()
-        self._session_ttl_ms = _ms(options.session_ttl_s)
+        self._session_ttl_ms = expiry_ms(options.session_ttl_s)
         # Registry keys outlive their newest entry: their TTL only collects garbage.
         self._registry_key_ttl_ms = 2 * self._session_ttl_ms + 1000
 
@@ -240,12 +244,6 @@ class RedisBackend(Backend):
         async with self._cmd.slot():
             await self._cmd.publish(channel, token)
 
-    def _now_ms(self) -> int:
-        return int(self._clock.wall() * 1000)
-
-    def _unique_member(self, now_ms: int) -> str:
-        return f"{now_ms}:{self.node_id}:{next(self._unique)}"
-
     # -- pub/sub callbacks -----------------------------------------------------
 
     # Called by the PubSub, which logs (and survives) any exception raised here;
@@ -305,7 +303,7 @@ class RedisBackend(Backend):
                 tail,
                 secrets.token_hex(8),
                 self.options.history_size,
-                _ms(self.options.history_ttl_s),
+                expiry_ms(self.options.history_ttl_s),
             ),
         )
         return Publication(room, seq, epoch.decode(), from_uid, ts, data, origin)
@@ -317,7 +315,7 @@ class RedisBackend(Backend):
             (k.room_meta(room), k.room_history(room)),
             (
                 secrets.token_hex(8),
-                _ms(self.options.history_ttl_s),
+                expiry_ms(self.options.history_ttl_s),
                 "" if since is None else since,
                 epoch or "",
             ),
@@ -523,101 +521,6 @@ class RedisBackend(Backend):
         async with self._cmd.guard("send_command"):
             await self._cmd.publish(self._keys.node_channel(node_id).encode(), payload)
 
-    # -- bans and revoked tokens -----------------------------------------------
-
-    async def ban(self, uid: str, ttl_s: int | None) -> None:
-        """``SET <prefix>auth:<uid> banned [EX ttl_s]``. Raises ValueError for ``ttl_s <= 0``."""
-        if ttl_s is not None and ttl_s <= 0:
-            raise ValueError(f"ttl_s must be positive, got {ttl_s!r}")
-        async with self._cmd.guard("ban"):
-            await self._client.set(self._keys.ban(uid), "banned", ex=ttl_s)
-
-    async def unban(self, uid: str) -> None:
-        async with self._cmd.guard("unban"):
-            await self._client.delete(self._keys.ban(uid))
-
-    async def is_banned(self, uid: str) -> bool:
-        async with self._cmd.guard("is_banned"):
-            return await self._client.get(self._keys.ban(uid)) == b"banned"
-
-    async def revoke_jti(self, jti: str, until: int) -> None:
-        """Blacklist ``jti`` for ``until - now`` ms (clock's wall time); a past ``until``
-        stores nothing."""
-        ttl_ms = until - self._now_ms()
-        if ttl_ms > 0:
-            async with self._cmd.guard("revoke_jti"):
-                await self._client.set(self._keys.revoked(jti), "1", px=ttl_ms)
-
-    async def is_revoked(self, jti: str) -> bool:
-        async with self._cmd.guard("is_revoked"):
-            return bool(await self._client.exists(self._keys.revoked(jti)))
-
-    # -- refresh-token families ------------------------------------------------
-
-    async def family_start(self, family: str, token_id: str, ttl_s: int) -> None:
-        """Create (or replace) ``family`` with live token ``token_id`` for ``ttl_s``."""
-        await self._cmd.eval(lua.FAMILY_START, (self._keys.family(family),), (token_id, _ms(ttl_s)))
-
-    async def family_rotate(
-        self, family: str, presented: str, new_id: str, ttl_s: int
-    ) -> RotateOutcome:
-        """See :meth:`Backend.family_rotate`; ROTATED extends the family by ``ttl_s``.
-
-        A token that never belonged to the family is UNKNOWN and changes nothing.
-        """
-        outcome = await self._cmd.eval(
-            lua.FAMILY_ROTATE, (self._keys.family(family),), (presented, new_id, _ms(ttl_s))
-        )
-        return RotateOutcome(outcome.decode())
-
-    async def family_revoke(self, family: str) -> None:
-        await self._cmd.eval(lua.FAMILY_REVOKE, (self._keys.family(family),), ())
-
-    # -- nonces, lockouts, rate limits -----------------------------------------
-
-    async def claim_nonce(self, nonce: str, ttl_s: int) -> bool:
-        """``SET NX PX``; a ``ttl_s <= 0`` claim succeeds and stores nothing (as in memory)."""
-        if ttl_s <= 0:
-            return True
-        async with self._cmd.guard("claim_nonce"):
-            return bool(
-                await self._client.set(self._keys.nonce(nonce), "1", nx=True, px=_ms(ttl_s))
-            )
-
-    async def record_auth_failure(
-        self, ip: str, failures: int, window_s: float, block_s: float
-    ) -> float:
-        """See :meth:`Backend.record_auth_failure`.
-
-        While blocked, failures are not counted (the block is not extended); a block
-        starts a fresh window, so after it ends ``failures`` new ones are needed.
-        """
-        k = self._keys
-        now = self._now_ms()
-        blocked_ms = await self._cmd.eval(
-            lua.LOCKOUT_FAIL,
-            (k.lockout_failures(ip), k.lockout_block(ip)),
-            (now, _ms(window_s), failures, _ms(block_s), self._unique_member(now)),
-        )
-        return int(blocked_ms) / 1000
-
-    async def lockout_remaining(self, ip: str) -> float:
-        async with self._cmd.guard("lockout_remaining"):
-            until = await self._client.get(self._keys.lockout_block(ip))
-        return 0.0 if until is None else max(0, int(until) - self._now_ms()) / 1000
-
-    async def rate_hit(self, key: str, limit: int, window_s: float) -> float:
-        """See :meth:`Backend.rate_hit`. Raises ValueError for ``limit < 1``."""
-        if limit < 1:
-            raise ValueError(f"limit must be positive, got {limit!r}")
-        now = self._now_ms()
-        wait_ms = await self._cmd.eval(
-            lua.RATE_HIT,
-            (self._keys.rate(key),),
-            (now, _ms(window_s), limit, self._unique_member(now)),
-        )
-        return int(wait_ms) / 1000
-
     # -- offline inbox ---------------------------------------------------------
 
     async def inbox_put(self, dm: DirectMessage) -> bool:
@@ -635,7 +538,7 @@ class RedisBackend(Backend):
                 dm.mid,
                 encode_dm(dm),
                 self.options.offline_max_messages,
-                _ms(self.options.offline_ttl_s),
+                expiry_ms(self.options.offline_ttl_s),
             ),
         )
         return True

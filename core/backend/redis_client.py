@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -42,7 +43,7 @@ from core.backend import redis_scripts as lua
 from core.backend.base import BackendUnavailable
 from core.backend.redis_pubsub import FAILURES, describe
 
-__all__ = ["CommandClient", "client_name", "make_client", "mask_url"]
+__all__ = ["CommandClient", "client_name", "expiry_ms", "make_client", "mask_url"]
 
 log = logging.getLogger("squall.backend.redis")
 
@@ -65,6 +66,11 @@ def mask_url(url: str) -> str:
         [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)], safe="*"
     )
     return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def expiry_ms(seconds: float) -> int:
+    """A positive millisecond duration (Redis refuses a zero or negative expiry)."""
+    return max(1, math.ceil(seconds * 1000))
 
 
 def client_name(node_id: str, role: str) -> str:

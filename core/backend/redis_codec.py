@@ -20,6 +20,11 @@ Guarantees:
 * A **session record** is ``<admission no>|`` followed by ``[node_id, ip,
   connected_at, jti]``; the admission script reads ``connected_at`` (element 3 in
   Lua) to find the oldest session.
+* Decoding raises ``ValueError`` when the bytes are not exactly one msgpack value
+  (invalid, truncated, trailing bytes), when a publication, presence event, node
+  command or session record is an array of the wrong (non-zero) length, when a node
+  command's op is unknown, or when a session record's ``<admission no>`` is not a
+  number. Only nodes write these values, so no other shape is checked.
 
 Nodes of one cluster share these bytes: changing a layout needs every node
 upgraded at once (or a new ``backend.key_prefix``).
