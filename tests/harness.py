@@ -8,6 +8,7 @@ msgpack or JSON subprotocol through Tornado's WebSocket client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import Callable, Mapping
@@ -71,6 +72,9 @@ class RunningNode:
         self.timer.stop()
         self.server.stop()
         self.node.close_all(1001, "test over")  # type: ignore[arg-type]
+        # as server.py's drain: let the connections' cleanup finish before deregistering
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.node.wait_empty(), 3)
         await self.node.stop()
         await self.server.close_all_connections()
 
