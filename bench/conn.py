@@ -525,7 +525,7 @@ class ClientProc:
                         self.port,
                         local_addr=(a.source, 0),
                     )
-                    conn = cast(Conn, proto)
+                    conn = proto
                     await asyncio.wait_for(conn.ready, a.timeout)
                     self.conns.append(conn)
                 except (OSError, ConnectionError, TimeoutError) as e:
@@ -680,7 +680,7 @@ async def _guarded(
     async def run() -> dict[str, Any]:
         try:
             r: dict[str, Any] = await asyncio.wait_for(coro_fn(), timeout)
-        except Exception as e:  # noqa: BLE001 - recorded, the other runs go on
+        except Exception as e:  # recorded; the other runs go on
             import traceback
 
             r = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-3000:]}
@@ -708,7 +708,8 @@ async def run_main(argv: list[str]) -> None:
     started = time.time()
     out: dict[str, Any] = {
         "mode": mode,
-        "command": "python -m bench.conn" + (" --short" if args.short else "")
+        "command": "python -m bench.conn"
+        + (" --short" if args.short else "")
         + ("" if only == list(SCENARIOS) else f" --only {','.join(only)}"),
         "started_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
         "machine": machine_info(),
@@ -727,8 +728,6 @@ async def run_main(argv: list[str]) -> None:
         path.write_text(json.dumps(out, indent=1, default=str) + "\n")
     print(f"results: {path.relative_to(REPO)} ({out['elapsed_s']} s)", file=sys.stderr)
     if not args.no_docs and only == list(SCENARIOS):
-        
-
         update_docs(f"conn-{mode}", render(out))
 
 
@@ -748,6 +747,128 @@ def update_docs(section: str, body: str) -> None:
     else:
         text = text.rstrip("\n") + f"\n\n## Results: {section}\n\n{block}\n"
     DOCS.write_text(text)
+
+
+def _f(v: Any, nd: int = 1) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float) and abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:,.{nd}f}" if isinstance(v, float) else f"{v:,}"
+
+
+def _ratio(a: Any, b: Any) -> str:
+    return f"{a / b:.2f}" if a is not None and b else "n/a"
+
+
+def render(out: dict[str, Any]) -> str:
+    """The markdown of one results section."""
+    m = out["machine"]
+    sc = out["scenarios"]
+    lines = [
+        f"Command: `{out['command']}` ({out['started_utc']}, git {m['git_commit']}"
+        f"{', uncommitted changes' if m['git_dirty'] == 'yes' else ''}, sources "
+        f"{m['source_digest']}, {out.get('elapsed_s')} s)",
+        "",
+        f"Machine: {m['nproc']} CPUs, {m['cpu_model']}, Linux {m['kernel']}, Python "
+        f"{m['python']}, Tornado {m['tornado']}; clients on uvloop {m['uvloop (load generator)']}.",
+        "",
+    ]
+    hb = sc.get("heartbeat")
+    if hb:
+        p = hb["params"]
+        runs = {r.get("variant"): r for r in hb["runs"]}
+        sq, tw = runs.get("squall", {}), runs.get("tornado", {})
+        lines += [
+            f"**Heartbeat and single-node memory**: {p['n']:,} idle connections (+{p['warm']} "
+            f"warm-up) on one process pinned to CPU 0, pinged every {p['interval']:g} s, idle "
+            f"window {p['windows']} x {p['interval']:g} s; Squall: memory backend, each "
+            f"connection its own user, joined to one room of {p['group']}.",
+            "",
+            "| | squall (sweeper) | tornado (`websocket_ping_interval`) | squall / tornado |",
+            "|---|---|---|---|",
+        ]
+        for key, label in (
+            ("cpu_ms_per_s_sched", "**server CPU ms per s while idle, pinging**"),
+            ("us_per_ping_sched", "µs server CPU per ping (ping + pong)"),
+            ("pings_per_conn_per_interval", "pings per connection per interval"),
+            ("kb_per_conn_rss", "**KiB RSS per connection** (after - before) / N"),
+            ("kb_per_conn_pss", "KiB PSS per connection"),
+            ("rss_after_kb", "server RSS with all connections, KiB"),
+            ("setup_conn_per_s", "connections/s while setting up"),
+            ("foreign_cpu0", "CPU 0 busy with other processes (window)"),
+        ):
+            a, b = sq.get(key), tw.get(key)
+            r = _ratio(a, b) if key not in ("foreign_cpu0", "pings_per_conn_per_interval") else ""
+            lines.append(f"| {label} | {_f(a, 2)} | {_f(b, 2)} | {r} |")
+        for name in ("squall-nohb", "tornado-noping"):
+            if name in runs:
+                r0 = runs[name]
+                lines.append(
+                    f"\nBaseline `{name}` (no pings in the window): "
+                    f"{_f(r0.get('cpu_ms_per_s_sched'), 2)} ms CPU per s, "
+                    f"{_f(r0.get('kb_per_conn_rss'), 2)} KiB RSS per connection."
+                )
+        lines.append("")
+    idle = sc.get("idle")
+    if idle:
+        p, r = idle["params"], idle["runs"][0]
+        lines += [
+            f"**Held connections across workers**: `--workers {p['workers']}`, Redis backend, "
+            f"{_f(r.get('connections'))} of {p['n']:,} connected ({_f(r.get('failed'))} failed; "
+            f"per worker {r.get('connections_per_worker')}), {p['procs']} client processes on "
+            f"127.0.0.2-{p['procs'] + 1}, nothing pinned.",
+            "",
+            f"* RSS per connection {_f(r.get('kb_per_conn_rss'), 2)} KiB (PSS "
+            f"{_f(r.get('kb_per_conn_pss'), 2)}); all workers: RSS "
+            f"{_f((r.get('rss_after_kb') or 0) / 1024, 0)} MiB, PSS "
+            f"{_f((r.get('pss_after_kb') or 0) / 1024, 0)} MiB; Redis "
+            f"{_f(r.get('redis_bytes_per_conn'), 0)} B per connection.",
+            f"* idle, over one heartbeat interval ({p['interval']:g} s): workers "
+            f"{_f(r.get('idle_cpu_ms_per_s'), 1)} ms CPU per s in total, Redis "
+            f"{_f(r.get('redis_idle_cpu_ms_per_s'), 1)} ms/s; set-up "
+            f"{_f(r.get('setup_conn_per_s'), 0)} connections/s.",
+            "",
+        ]
+        if r.get("error"):
+            lines.append(f"* run failed: {r['error']}\n")
+    hs = sc.get("handshake")
+    if hs:
+        p, s = hs["params"], hs["summary"]
+        t = s["tornado"]
+        lines += [
+            f"**Handshake**: {p['n']:,} new connections per run ({p['concurrency']} in "
+            f"flight, after {p['warm']} warm-up), server on CPU 0, client and Redis on CPU 1, "
+            f"{p['runs']} interleaved runs per target, medians.",
+            "",
+            "| | µs server CPU per connection (min to max) | connections/s | "
+            "Redis µs per connection | vs tornado |",
+            "|---|---|---|---|---|",
+        ]
+        for name in ("squall", "squall-redis", "tornado"):
+            x = s[name]
+            lines.append(
+                f"| {name} | {_f(x['us_per_conn_sched'], 0)} ({_f(x['us_per_conn_sched_min'], 0)}"
+                f" to {_f(x['us_per_conn_sched_max'], 0)}) | {_f(x['conn_per_s'], 0)} | "
+                f"{_f(x['redis_us_per_conn'], 0)} | "
+                f"**{_ratio(x['us_per_conn_sched'], t['us_per_conn_sched'])}** |"
+            )
+        lines.append("")
+    dm = sc.get("dm")
+    if dm:
+        p, s = dm["params"], dm["summary"]
+        lines += [
+            f"**Private messages**: 2 nodes on CPU 0 sharing Redis (CPU 1), {p['users']:,} "
+            f"users, 1 in {p['sender_every']} sending with {p['window']} request in flight, "
+            f"{p['duration']:g} s window, {s['complete_runs']} run(s), medians: "
+            f"**{_f(s['dm_per_s'], 0)} dm/s**, **{_f(s['us_per_dm_sched'], 0)} µs of node CPU "
+            f"per delivered dm** (user {_f(s['us_per_dm_user'], 0)}, sys "
+            f"{_f(s['us_per_dm_sys'], 0)}) + {_f(s['redis_us_per_dm'], 0)} µs of Redis; "
+            f"latency p50 {_f(s['latency_p50_ms'], 1)} ms, p99 {_f(s['latency_p99_ms'], 1)} ms "
+            "(at saturation).",
+            "",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -433,7 +433,7 @@ async def _one_phase(
     assert pubs.proc.stdin is not None
     pubs.proc.stdin.write(json.dumps(go).encode() + b"\n")
     deliveries = ph.messages * layout.members
-    timeout = 30.0 + deliveries * 60e-6 + (ph.messages * layout.rooms / rate if rate else 0)
+    timeout = 60.0 + deliveries * 200e-6 + (ph.messages * layout.rooms / rate if rate else 0)
     waits = [c.expect("report", timeout) for c in members]
     waits.append(pubs.expect("published", timeout))
     # servers' memory and connection count while the phase runs (laggards)

@@ -155,7 +155,9 @@ def params_dict(p: HeartbeatParams) -> dict[str, Any]:
 async def scenario(short: bool, workdir: Path, guarded: Any) -> dict[str, Any]:
     """Interleaved runs: squall, tornado (and in full mode the no-ping baselines)."""
     p = HeartbeatParams(n=4000, windows=2) if short else HeartbeatParams()
-    order = ["squall", "tornado"] if short else ["squall", "tornado", "tornado-noping", "squall-nohb"]
+    order = (
+        ["squall", "tornado"] if short else ["squall", "tornado", "tornado-noping", "squall-nohb"]
+    )
     runs: list[dict[str, Any]] = []
     for i, name in enumerate(order):
         v = VARIANTS[name]

@@ -379,6 +379,9 @@ class Publisher(WsClient):
 # -- processes -----------------------------------------------------------------
 
 
+_TASKS: set[asyncio.Task[None]] = set()
+
+
 def emit(event: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
     sys.stdout.flush()
@@ -399,7 +402,8 @@ async def commands() -> asyncio.Queue[dict[str, Any]]:
                 return
             await queue.put(json.loads(line))
 
-    asyncio.get_running_loop().create_task(pump())
+    # keep a reference: the loop holds tasks weakly, a collected task stops reading
+    _TASKS.add(asyncio.get_running_loop().create_task(pump()))
     return queue
 
 
@@ -733,7 +737,8 @@ async def run_pubs(args: argparse.Namespace) -> None:
                 assert isinstance(pub, RoomPublisher)
                 pub.pump()
         get = asyncio.ensure_future(queue.get())
-        await asyncio.wait([get, done], return_when=asyncio.FIRST_COMPLETED)
+        pending: list[asyncio.Future[Any]] = [get, done]
+        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         if rate > 0:
             pacer.cancel()
         last_ns = time.time_ns()

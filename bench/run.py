@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import REPO, can_pin, machine_info, source_hashes
+from bench import REPO, bench_lock, can_pin, machine_info, source_hashes
 from bench.fanout import FanoutParams, params_dict, run_once, summarize
 from bench.peers import TARGETS
 
@@ -60,6 +60,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "(default 1 short, 3 full)",
     )
     p.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    p.add_argument(
+        "--only-fanout",
+        action="store_true",
+        help="skip the cross-node and matrix scenarios (bench/fanout_cluster.py)",
+    )
     p.add_argument("--keep-logs", action="store_true", help="keep server/client logs in /tmp")
     args = p.parse_args(argv)
     unknown = [t for t in args.targets.split(",") if t not in TARGETS]
@@ -216,7 +221,9 @@ async def one_run(
     # setup (2,000 handshakes) + publish timeout + teardown, with room to spare
     guard = 240.0 + params.deliveries() * 60e-6
     try:
-        r = await asyncio.wait_for(run_once(TARGETS[name], params, workdir), guard)
+        # server start -> numbers under the machine-wide lock (another benchmark may run)
+        with bench_lock():
+            r = await asyncio.wait_for(run_once(TARGETS[name], params, workdir), guard)
     except Exception:
         r = {"target": name, "complete": False, "error": traceback.format_exc()}
         print(f"[{label}] {name}: FAILED\n{r['error']}", file=sys.stderr)
@@ -311,6 +318,21 @@ def main(argv: list[str] | None = None) -> int:
         update_docs(section, table)
         print(f"updated {DOCS.relative_to(REPO)} (section {section})", file=sys.stderr)
     ok = all(r.get("complete") for r in report["runs"])
+    if report["mode"] != "custom" and not args.only_fanout:
+        # the phased scenarios (bench/fanout_cluster.py), smaller in --short
+        from bench import fanout_cluster
+
+        if args.short:
+            fanout_cluster.main(["cluster", "--runs", "1", "--messages", "150", "--mode", "short"])
+            fanout_cluster.main(
+                [
+                    *("matrix", "--runs", "1", "--members", "2000", "--messages", "20"),
+                    *("--rooms", "1", "--phases", "sat-64,burst10-64,half-64", "--mode", "short"),
+                ]
+            )
+        else:
+            fanout_cluster.main(["cluster", "--runs", "3", "--mode", "full"])
+            fanout_cluster.main(["matrix", "--runs", "3", "--mode", "full"])
     return 0 if ok else 1
 
 

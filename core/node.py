@@ -72,6 +72,16 @@ class Reject:
 UNAVAILABLE = Reject(503, CloseCode.INTERNAL, "unavailable", "backend unavailable", 5)
 
 
+def _locked_out(remaining_s: float) -> Reject:
+    return Reject(
+        429,
+        CloseCode.TOO_MANY_CONNECTIONS,
+        "locked_out",
+        "too many authentication failures",
+        remaining_s,
+    )
+
+
 class Node:
     """One Squall node. Create it, ``await start()``, hand it to the handlers."""
 
@@ -160,31 +170,32 @@ class Node:
             remaining = await self.backend.lockout_remaining(ip)
         except BackendUnavailable:
             return UNAVAILABLE
-        if remaining > 0:
-            return Reject(
-                429,
-                CloseCode.TOO_MANY_CONNECTIONS,
-                "locked_out",
-                "too many authentication failures",
-                remaining,
-            )
-        return None
+        return _locked_out(remaining) if remaining > 0 else None
 
     async def authenticate(self, token: str, ip: str) -> Claims | Reject:
-        """Verify ``token`` and check revocation and bans. Counts failures per ip."""
+        """Check the ip's lockout, verify ``token``, check revocation and bans.
+
+        A locked-out ip is refused (429) whatever the token; other failures count
+        toward its lockout. A valid token costs one backend round trip in all
+        (:meth:`Backend.access_state`); an invalid one, the lockout read and the count.
+        """
         try:
             claims = self.verifier.verify(token, "access")
         except AuthError as e:
-            return await self._auth_failed(ip, e.reason)
+            locked = await self.lockout_check(ip)
+            return locked if locked is not None else await self._auth_failed(ip, e.reason)
         try:
-            if await self.backend.is_revoked(claims.jti):
-                return await self._auth_failed(ip, "revoked")
-            if await self.backend.is_banned(claims.sub):
-                self.metrics.auth_failures.labels("banned").inc()
-                return Reject(403, CloseCode.FORBIDDEN, "banned", "user is banned")
+            state = await self.backend.access_state(ip, claims.sub, claims.jti)
         except BackendUnavailable:
             self.metrics.backend_errors.inc()
             return UNAVAILABLE
+        if state.lockout_s > 0:
+            return _locked_out(state.lockout_s)
+        if state.revoked:
+            return await self._auth_failed(ip, "revoked")
+        if state.banned:
+            self.metrics.auth_failures.labels("banned").inc()
+            return Reject(403, CloseCode.FORBIDDEN, "banned", "user is banned")
         return claims
 
     async def count_auth_failure(self, ip: str, reason: str) -> None:

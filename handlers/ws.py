@@ -1,8 +1,9 @@
 """``GET /ws``: the WebSocket endpoint, a thin adapter over :mod:`core.node`.
 
 Handshake order (first refusal wins, each an HTTP answer with PROTOCOL.md's JSON
-body): draining / full / backend down (503), IP lockout (429), Origin (403),
-token (401), revoked (401), banned (403), per-user cap with ``reject`` (429).
+body): draining / full / backend down (503), Origin (403), IP lockout (429),
+token (401), revoked (401), banned (403), per-user cap with ``reject`` (429). With a
+valid token, lockout, revocation and ban are read in one backend round trip.
 Without a token the upgrade proceeds and the first frame must be ``auth``.
 """
 
@@ -75,20 +76,23 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
         node.pending_handshakes += 1
         self._counted = True
         ip = self.client_address()
-        reject = await node.lockout_check(ip)
-        if reject is None:
-            reject = node.origin_check(
-                self.request.headers.get("Origin"), self.request.headers.get("Host")
-            )
+        reject = node.origin_check(
+            self.request.headers.get("Origin"), self.request.headers.get("Host")
+        )
         if reject is not None:
             return self._refuse(reject)
-        self.conn = node.new_connection(ip, self._encoding, self.transport)
         token = self.bearer_token()
         if token is None:
-            return  # first-frame authentication
-        result = await node.authenticate(token, ip)
+            # first-frame authentication; a locked-out ip is refused right away
+            reject = await node.lockout_check(ip)
+            if reject is not None:
+                return self._refuse(reject)
+            self.conn = node.new_connection(ip, self._encoding, self.transport)
+            return
+        result = await node.authenticate(token, ip)  # lockout checked there
         if isinstance(result, Reject):
             return self._refuse(result)
+        self.conn = node.new_connection(ip, self._encoding, self.transport)
         reject = await node.admit(self.conn, result)
         if reject is not None:
             return self._refuse(reject)

@@ -6,7 +6,8 @@ Accepts every upgrade (no auth), keeps each open connection in a set (its only
 "session state") and ignores what clients send. With ``--ping-interval S`` > 0 the
 application setting ``websocket_ping_interval=S`` makes Tornado ping every connection
 from its own per-connection coroutine (``websocket_ping_timeout`` left at its
-default, the interval): the heartbeat Squall replaces with one sweeper.
+default, the interval): the heartbeat Squall replaces with one sweeper. Runs on
+uvloop when installed, like ``server.py``.
 """
 
 from __future__ import annotations
@@ -64,7 +65,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--ping-interval", type=float, default=0.0)
     args = p.parse_args(argv)
-    asyncio.run(serve(args.host, args.port, args.ping_interval))
+    try:  # the same event loop as server.py's run_loop: uvloop when installed
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(args.host, args.port, args.ping_interval))
+    else:
+        uvloop.run(serve(args.host, args.port, args.ping_interval))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 __all__ = [
+    "AccessState",
     "Admission",
     "Backend",
     "BackendListener",
@@ -188,6 +189,15 @@ class NodeCommand:
     conn_id: str | None = None
     jti: str | None = None
     dm: DirectMessage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessState:
+    """What the shared store says about one authentication attempt."""
+
+    lockout_s: float  # seconds the client ip stays blocked (0.0 = not blocked)
+    revoked: bool  # the token's jti is blacklisted
+    banned: bool  # the user is banned
 
 
 class RotateOutcome(enum.Enum):
@@ -354,6 +364,18 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def is_revoked(self, jti: str) -> bool:
         """True while ``jti`` is blacklisted. Raises rather than guess."""
+
+    async def access_state(self, ip: str, uid: str, jti: str) -> AccessState:
+        """Lockout of ``ip``, revocation of ``jti`` and ban of ``uid`` in one call.
+
+        The handshake's hot path: implementations answer in one round trip where they
+        can. Not atomic across the three (each is a read). Raises rather than guess.
+        """
+        return AccessState(
+            lockout_s=await self.lockout_remaining(ip),
+            revoked=await self.is_revoked(jti),
+            banned=await self.is_banned(uid),
+        )
 
     # -- refresh-token families ------------------------------------------------
 

@@ -46,6 +46,8 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
+
 from core.backend import redis_scripts as lua
 from core.backend.backoff import FullJitterBackoff, RetryPolicy
 from core.backend.base import (
@@ -420,14 +422,26 @@ class RedisBackend(SecurityRecords, Backend):
 
         entry = member(record.uid, record.conn_id)
 
+        # On one Redis a pipeline runs in order on one connection, so the check can
+        # ride along after the index write (2 round trips in all). A cluster pipeline
+        # splits by slot with no order between slots: check afterwards (3).
+        ordered = not isinstance(self._client, RedisCluster)
+
         def build(pipe: Any) -> None:
             self._index_node(pipe, record.node_id, {entry: expiry})
             for old in evicted:
                 pipe.zrem(k.node_sessions(old.node_id), member(old.uid, old.conn_id))
+            if ordered:
+                pipe.zscore(k.user_sessions(record.uid), record.conn_id)
 
-        await self._cmd.pipeline("admit", build)
+        results = await self._cmd.pipeline("admit", build)
         async with self._cmd.guard("admit"):
-            if await self._client.zscore(k.user_sessions(record.uid), record.conn_id) is None:
+            if ordered:
+                still_there = results[-1] is not None
+            else:
+                score = await self._client.zscore(k.user_sessions(record.uid), record.conn_id)
+                still_there = score is not None
+            if not still_there:
                 await self._client.zrem(k.node_sessions(record.node_id), entry)
         return Admission(admitted=True, evicted=evicted)
 

@@ -15,9 +15,10 @@ Guarantees (those of :class:`~core.backend.base.Backend`, across nodes):
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from core.backend import redis_scripts as lua
-from core.backend.base import RotateOutcome
+from core.backend.base import AccessState, RotateOutcome
 from core.backend.redis_client import CommandClient, expiry_ms
 from core.backend.redis_keys import RedisKeys
 from core.clock import Clock
@@ -68,6 +69,19 @@ class SecurityRecords:
         if ttl_ms > 0:
             async with self._cmd.guard("revoke_jti"):
                 await self._cmd.client.set(self._keys.revoked(jti), "1", px=ttl_ms)
+
+    async def access_state(self, ip: str, uid: str, jti: str) -> AccessState:
+        """See :meth:`Backend.access_state`: one pipeline (three reads, one round trip)."""
+        k = self._keys
+
+        def build(pipe: Any) -> None:
+            pipe.get(k.lockout_block(ip))
+            pipe.exists(k.revoked(jti))
+            pipe.get(k.ban(uid))
+
+        until, revoked, ban = await self._cmd.pipeline("access_state", build)
+        lockout = 0.0 if until is None else max(0, int(until) - self._now_ms()) / 1000
+        return AccessState(lockout_s=lockout, revoked=bool(revoked), banned=ban == b"banned")
 
     async def is_revoked(self, jti: str) -> bool:
         async with self._cmd.guard("is_revoked"):
