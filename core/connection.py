@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from core.auth import Claims
-from core.backend.base import Publication, SessionRecord
+from core.backend.base import Membership, Publication, SessionRecord
 from core.outbound import Outbound
 from core.protocol import CloseCode, Encoding, bye, encode
 
@@ -58,6 +58,7 @@ class Connection:
         "joining",
         "kicked",
         "last_seen",
+        "memberships",
         "on_closed",
         "outbound_limit",
         "pending_pubs",
@@ -90,6 +91,8 @@ class Connection:
         self.claims: Claims | None = None
         self.record: SessionRecord | None = None
         self.rooms: set[str] = set()
+        #: the backend memberships of joined rooms, kept for the heartbeat refresh
+        self.memberships: dict[str, Membership] = {}
         self.joining: dict[str, list[Publication]] = {}
         self.pending_pubs: set[int] = set()
         self.strikes = 0

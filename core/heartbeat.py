@@ -55,9 +55,7 @@ class Sweeper:
             conn.transport.ping()
             if conn.record is not None:
                 sessions.append(conn.record)
-                memberships.extend(
-                    Membership(room, conn.record.uid, conn.conn_id) for room in conn.rooms
-                )
+                memberships.extend(conn.memberships.values())
         self.sweeps += 1
         if sessions and not self._refreshing:
             self._refreshing = True

@@ -73,6 +73,7 @@ class Hub:
     def remove_member(self, room: str, conn: Connection) -> None:
         conn.rooms.discard(room)
         conn.joining.pop(room, None)
+        conn.memberships.pop(room, None)
         members = self._rooms.get(room)
         if members is not None:
             members.pop(conn.conn_id, None)

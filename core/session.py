@@ -193,6 +193,8 @@ class Session:
             else:
                 history, position, recovered = [], await node.backend.position(f.room), False
             await node.backend.presence_join(membership, node.settings.rooms.presence_events)
+            if f.room in conn.rooms:
+                conn.memberships[f.room] = membership
         except BackendUnavailable:
             node.hub.remove_member(f.room, conn)
             node.metrics.rooms.set(node.hub.room_count())

@@ -31,6 +31,7 @@ Guarantees of :class:`PubSub`:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import math
@@ -124,7 +125,11 @@ class _Link:
                 self._pending.append((kind, channel, waiters[-1]))
             # One command per channel: sharded channels of different slots may not share one.
             packed = self.conn.pack_commands([(kind.upper(), ch) for ch in channels])
-            await self.conn.send_packed_command(packed, check_health=False)
+            try:
+                await self.conn.send_packed_command(packed, check_health=False)
+            except AttributeError:
+                # redis-py drops the writer when the connection breaks under us
+                raise ConnectionError("pub/sub connection lost") from None
         done, _ = await asyncio.wait(waiters, timeout=self._timeout_s)
         if len(done) < len(waiters):
             raise TimeoutError(f"no {kind.decode()} confirmation within {self._timeout_s} s")
@@ -444,14 +449,32 @@ class PubSub:
             await self._probe_all(self._links)
 
     async def _probe_all(self, links: list[_Link]) -> None:
+        """One probe round on every link; ConnectionError when one does not come back.
+
+        The timeout counts event-loop time in short slices, each worth its nominal
+        length however late it fires: a node whose loop is overloaded (its reader
+        runs late, the reply waits in the socket) is not mistaken for a half-open
+        connection, while on a healthy loop the bound is ``probe_timeout_s``.
+        """
         token = f"{self._clock.wall():.6f}:{next(self._unique)}".encode()
+        round_ = asyncio.ensure_future(
+            asyncio.gather(*(link.probe(self._publish, token) for link in links))
+        )
+        waited, step = 0.0, min(0.1, self._probe_timeout_s)
         try:
-            async with asyncio.timeout(self._probe_timeout_s):
-                await asyncio.gather(*(link.probe(self._publish, token) for link in links))
-        except TimeoutError:
-            raise ConnectionError(
-                f"liveness probe not back within {self._probe_timeout_s} s (half-open?)"
-            ) from None
+            while not round_.done():
+                if waited >= self._probe_timeout_s:
+                    raise ConnectionError(
+                        f"liveness probe not back within {self._probe_timeout_s} s (half-open?)"
+                    )
+                await asyncio.wait({round_}, timeout=step)
+                waited += step
+            round_.result()
+        finally:
+            if not round_.done():
+                round_.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await round_
 
     async def _drop_links(self) -> None:
         links, self._links = self._links, []

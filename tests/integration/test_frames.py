@@ -245,3 +245,17 @@ async def test_concurrent_publishers_gap_free(nodes: NodeFactory) -> None:
         f = await watcher.wait_for(lambda f: f["t"] == "msg")
         seqs.append(f["seq"])
     assert seqs == list(range(1, 101))
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_sweeper_keeps_sessions_and_memberships_alive(nodes: NodeFactory) -> None:
+    # records live 2 x interval = 0.2 s unless the heartbeat sweep refreshes them
+    node = await nodes({"heartbeat.interval_s": 0.1})
+    c = await connect(node, token("alice"))
+    await c.request({"t": "join", "room": "alive"})
+    start = node.sweeper.sweeps
+    while node.sweeper.sweeps < start + 8:  # 0.8 s: four record lifetimes
+        assert (await c.request({"t": "ping"}))["t"] == "pong"
+        await asyncio.sleep(0.05)
+    assert await node.backend.presence_members("alive") == ["alice"]
+    assert [s.uid for s in await node.backend.sessions_of("alice")] == ["alice"]
