@@ -18,6 +18,8 @@ from core.backend.base import (
     Membership,
     NodeCommand,
     NodeOp,
+    RateLimited,
+    RateSpec,
 )
 from core.connection import Connection
 from core.node import Node, Reject
@@ -82,7 +84,10 @@ class Session:
             else:
                 conn.close(CloseCode.UNAUTHORIZED, "authenticate first")
             return
-        if not await self._rate_ok(conn, getattr(frame, "id", None)):
+        # A pub to a joined room is charged inside the publish (one backend round trip
+        # for both); every other frame is charged here.
+        charged_by_publish = isinstance(frame, PubFrame) and frame.room in conn.rooms
+        if not charged_by_publish and not await self._rate_ok(conn, getattr(frame, "id", None)):
             return
         try:
             await self._dispatch(conn, frame)
@@ -106,15 +111,24 @@ class Session:
 
     async def _rate_ok(self, conn: Connection, request_id: int | None) -> bool:
         """Sliding-window limit per user, cluster-wide; 429s, then 4008 after strikes."""
-        rl = self.node.settings.ratelimit
-        assert conn.uid is not None
+        spec = self._rate_spec(conn)
         try:
-            retry = await self.node.backend.rate_hit(f"rl:{conn.uid}", rl.messages, rl.window_s)
+            retry = await self.node.backend.rate_hit(spec.key, spec.limit, spec.window_s)
         except BackendUnavailable:
             self._metrics.backend_errors.inc()
             retry = 0.0  # the rate limit is not a security check: serve, don't stall
         if retry <= 0:
             return True
+        self._rate_limited(conn, request_id, retry)
+        return False
+
+    def _rate_spec(self, conn: Connection) -> RateSpec:
+        rl = self.node.settings.ratelimit
+        return RateSpec(f"rl:{conn.uid}", rl.messages, rl.window_s)
+
+    def _rate_limited(self, conn: Connection, request_id: int | None, retry: float) -> None:
+        """Answer 429 with ``retry_after``; close 4008 after ``strikes`` of them."""
+        rl = self.node.settings.ratelimit
         now = self.node.clock.monotonic()
         if now > conn.strike_window_end:
             conn.strikes = 0
@@ -122,11 +136,10 @@ class Session:
         conn.strike_window_end = now + rl.window_s
         if conn.strikes > rl.strikes:
             conn.close(CloseCode.RATE_LIMIT, "rate limit exceeded")
-            return False
+            return
         self._reply_err(
             conn, RequestError(ErrCode.RATE_LIMITED, "rate limited", request_id, round(retry, 3))
         )
-        return False
 
     async def _first_frame_auth(self, conn: Connection, frame: AuthFrame) -> None:
         node = self.node
@@ -246,8 +259,17 @@ class Session:
         conn.pending_pubs.add(f.id)
         try:
             pub = await node.backend.publish(
-                f.room, f.data, conn.uid, node.now_ms(), origin=f"{conn.conn_id}:{f.id}"
+                f.room,
+                f.data,
+                conn.uid,
+                node.now_ms(),
+                origin=f"{conn.conn_id}:{f.id}",
+                rate=self._rate_spec(conn),
             )
+        except RateLimited as e:
+            conn.pending_pubs.discard(f.id)
+            self._rate_limited(conn, f.id, e.retry_after)
+            return
         except BackendUnavailable:
             conn.pending_pubs.discard(f.id)
             raise

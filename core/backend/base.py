@@ -40,6 +40,8 @@ __all__ = [
     "Policy",
     "PresenceEvent",
     "Publication",
+    "RateLimited",
+    "RateSpec",
     "Recovery",
     "RoomPosition",
     "RotateOutcome",
@@ -47,6 +49,23 @@ __all__ = [
 ]
 
 Policy = Literal["kick_oldest", "reject"]
+
+
+class RateLimited(Exception):
+    """An event refused by a sliding-window rate limit; retry after ``retry_after`` s."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"rate limited, retry after {retry_after:.3f} s")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class RateSpec:
+    """A sliding-window limit to charge an operation to: ``limit`` per ``window_s``."""
+
+    key: str
+    limit: int
+    window_s: float
 
 
 class BackendUnavailable(Exception):
@@ -259,13 +278,23 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def publish(
-        self, room: str, data: bytes, from_uid: str | None, ts: int, origin: str | None = None
+        self,
+        room: str,
+        data: bytes,
+        from_uid: str | None,
+        ts: int,
+        origin: str | None = None,
+        rate: RateSpec | None = None,
     ) -> Publication:
         """Assign the room's next ``seq``, append to history and deliver to every node.
 
         Atomic: seq assignment, history append (trimmed to ``history_size``, expiring
         ``history_ttl_s`` after the last publish) and delivery are one step, so every
         node sees the same gap-free order. At-most-once delivery per subscribed node.
+
+        With ``rate``, the publication is first charged to that limit exactly as
+        :meth:`rate_hit` would (in the same step where the store allows it): over the
+        limit nothing is published and :class:`RateLimited` is raised.
         """
 
     @abc.abstractmethod

@@ -48,6 +48,8 @@ from core.backend.base import (
     Policy,
     PresenceEvent,
     Publication,
+    RateLimited,
+    RateSpec,
     Recovery,
     RoomPosition,
     RotateOutcome,
@@ -319,8 +321,18 @@ class MemoryBackend(Backend):
         return state
 
     async def publish(
-        self, room: str, data: bytes, from_uid: str | None, ts: int, origin: str | None = None
+        self,
+        room: str,
+        data: bytes,
+        from_uid: str | None,
+        ts: int,
+        origin: str | None = None,
+        rate: RateSpec | None = None,
     ) -> Publication:
+        if rate is not None:
+            retry = await self.rate_hit(rate.key, rate.limit, rate.window_s)
+            if retry > 0:
+                raise RateLimited(retry)
         state = self._room(room)
         state.seq += 1
         pub = Publication(room, state.seq, state.epoch, from_uid, ts, data, origin)

@@ -61,6 +61,8 @@ from core.backend.base import (
     NodeCommand,
     Policy,
     Publication,
+    RateLimited,
+    RateSpec,
     Recovery,
     RoomPosition,
     SessionRecord,
@@ -138,6 +140,7 @@ class RedisBackend(SecurityRecords, Backend):
         self._clock = clock
         self._url = url
         self._keys = RedisKeys(options.key_prefix)
+        self._cluster = cluster
         self._scripts = lua.publishing("SPUBLISH" if cluster else "PUBLISH")
         self._client = client
         self._cmd = CommandClient(
@@ -291,23 +294,49 @@ class RedisBackend(SecurityRecords, Backend):
         await self._pubsub.unsubscribe(self._keys.room_channel(room).encode())
 
     async def publish(
-        self, room: str, data: bytes, from_uid: str | None, ts: int, origin: str | None = None
+        self,
+        room: str,
+        data: bytes,
+        from_uid: str | None,
+        ts: int,
+        origin: str | None = None,
+        rate: RateSpec | None = None,
     ) -> Publication:
-        """See :meth:`Backend.publish`: one ``EVALSHA`` (one round trip) in all."""
+        """See :meth:`Backend.publish`: one ``EVALSHA`` (one round trip) in all.
+
+        With ``rate`` on a single Redis the rate charge runs in the same script (still
+        one round trip); on a cluster the user's rate log lives on another slot, so it
+        is charged first with :meth:`rate_hit` (two).
+        """
         k = self._keys
         # The script prepends the array header and [seq, epoch] (see redis_codec).
         tail = publication_tail(from_uid, ts, data, origin)
-        seq, epoch = await self._cmd.eval(
-            self._scripts.publish,
-            (k.room_meta(room), k.room_history(room)),
-            (
-                k.room_channel(room),
-                tail,
-                secrets.token_hex(8),
-                self.options.history_size,
-                expiry_ms(self.options.history_ttl_s),
-            ),
+        args: tuple[Any, ...] = (
+            k.room_channel(room),
+            tail,
+            secrets.token_hex(8),
+            self.options.history_size,
+            expiry_ms(self.options.history_ttl_s),
         )
+        keys: tuple[str, ...] = (k.room_meta(room), k.room_history(room))
+        if rate is None:
+            seq, epoch = await self._cmd.eval(self._scripts.publish, keys, args)
+        elif self._cluster:
+            retry = await self.rate_hit(rate.key, rate.limit, rate.window_s)
+            if retry > 0:
+                raise RateLimited(retry)
+            seq, epoch = await self._cmd.eval(self._scripts.publish, keys, args)
+        else:
+            if rate.limit < 1:
+                raise ValueError(f"limit must be positive, got {rate.limit!r}")
+            now = self._now_ms()
+            rate_args = (now, expiry_ms(rate.window_s), rate.limit, self._unique_member(now))
+            result = await self._cmd.eval(
+                lua.RATED_PUBLISH, (*keys, k.rate(rate.key)), (*args, *rate_args)
+            )
+            if result[0] == 0:
+                raise RateLimited(int(result[1]) / 1000)
+            seq, epoch = result
         return Publication(room, seq, epoch.decode(), from_uid, ts, data, origin)
 
     async def _room_state(self, room: str, since: int | None, epoch: str | None) -> Any:

@@ -31,6 +31,7 @@ __all__ = [
     "INBOX_PUT",
     "LOCKOUT_FAIL",
     "PRESENCE_MEMBERS",
+    "RATED_PUBLISH",
     "RATE_HIT",
     "ROOM_STATE",
     "SESSIONS",
@@ -183,6 +184,31 @@ class PublishingScripts:
     publish: Script
     presence_join: Script
     presence_leave: Script
+
+
+# The same publish, first charged to a sliding-window rate log (RATE_HIT's logic)
+# in the same script: one round trip for a rate-limited pub. Single Redis only: the
+# rate key is the user's, on another cluster slot than the room's keys.
+_RATED_PUBLISH = (
+    """
+-- KEYS: meta, history, rate log. ARGV: as PUBLISH, then now ms, window ms, limit,
+-- rate member. Returns {0, ms to wait} when over the limit (nothing published),
+-- else {seq, epoch} (seq >= 1).
+local now = tonumber(ARGV[6])
+local window = tonumber(ARGV[7])
+local limit = tonumber(ARGV[8])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
+if redis.call('ZCARD', KEYS[3]) >= limit then
+  local oldest = redis.call('ZRANGE', KEYS[3], -limit, -limit, 'WITHSCORES')
+  return {0, tonumber(oldest[2]) + window - now}
+end
+redis.call('ZADD', KEYS[3], now, ARGV[9])
+redis.call('PEXPIRE', KEYS[3], window)
+"""
+    + _PUBLISH
+)
+
+RATED_PUBLISH = Script("publish:rated", _RATED_PUBLISH % "PUBLISH")
 
 
 def publishing(command: Literal["PUBLISH", "SPUBLISH"]) -> PublishingScripts:

@@ -23,6 +23,8 @@ from core.backend.base import (
     NodeCommand,
     NodeOp,
     PresenceEvent,
+    RateLimited,
+    RateSpec,
     RotateOutcome,
     SessionRecord,
 )
@@ -485,6 +487,22 @@ async def test_rate_hit_refusals_are_not_counted(harness: Harness) -> None:
         assert await b.rate_hit("k", 2, 1.0) > 0.0
     await harness.advance(0.6)  # the first hit left the window, the refusals never entered
     assert await b.rate_hit("k", 2, 1.0) == 0.0
+
+
+async def test_publish_charged_to_a_rate_limit(harness: Harness) -> None:
+    b = await harness.make_backend()
+    spec = RateSpec("pub:alice", 3, 1.0)
+    seqs = [(await b.publish("rated", b"\x01", "alice", 0, rate=spec)).seq for _ in range(3)]
+    assert seqs == [1, 2, 3]
+    with pytest.raises(RateLimited) as refused:
+        await b.publish("rated", b"\x01", "alice", 0, rate=spec)
+    assert 0.0 < refused.value.retry_after <= 1.0
+    # refused: nothing was published, and the same limit is what rate_hit sees
+    assert (await b.position("rated")).seq == 3
+    assert await b.rate_hit("pub:alice", 3, 1.0) > 0.0
+    assert (await b.publish("rated", b"\x01", None, 0)).seq == 4  # no rate: not charged
+    await harness.advance(1.1)
+    assert (await b.publish("rated", b"\x01", "alice", 0, rate=spec)).seq == 5
 
 
 # -- offline inbox ---------------------------------------------------------------

@@ -446,3 +446,31 @@ async def test_flushed_redis_is_noticed_by_the_heartbeat_and_refilled(cluster: C
         assert await a.backend.presence_members("kept") == ["alice"]
     finally:
         server.cleanup()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_room_message_costs_one_redis_command(cluster: Cluster) -> None:
+    import redis.asyncio as aioredis
+
+    server = RedisServer().start()
+    try:
+        a = await cluster("a", {"ratelimit.messages": 1000}, url=server.url)
+        b = await cluster("b", url=server.url)
+        pub = await connect(a, token("pub"))
+        sub = await connect(b, token("sub"))
+        await pub.request({"t": "join", "room": "cost"})
+        await sub.request({"t": "join", "room": "cost"})
+        raw = aioredis.from_url(server.url)
+        await raw.config_resetstat()
+        for i in range(20):
+            assert (await pub.request({"t": "pub", "room": "cost", "data": i}))["t"] == "ok"
+        for _ in range(20):
+            await sub.wait_for(lambda f: f["t"] == "msg")
+        stats = await raw.info("commandstats")
+        await raw.aclose()
+        # one EVALSHA per message: rate charge, seq, history and PUBLISH in one script
+        # (nothing else runs in this window: the heartbeat interval is 25 s)
+        assert stats["cmdstat_evalsha"]["calls"] == 20
+        assert "cmdstat_eval" not in stats
+    finally:
+        server.cleanup()

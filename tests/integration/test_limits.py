@@ -124,3 +124,19 @@ async def test_unmasked_and_fragmented_frames(nodes: NodeFactory) -> None:
     raw2.send(OP_BINARY, b"\x00" * 40000, fin=False)
     raw2.send(OP_CONT, b"\x00" * 40000, fin=True)
     assert await raw2.close_code() == 1009
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_pubs_are_charged_to_the_same_rate_limit(nodes: NodeFactory) -> None:
+    node = await nodes({"ratelimit.messages": 4, "ratelimit.window_s": 10, "ratelimit.strikes": 2})
+    c = await connect(node, token("alice"))
+    await c.request({"t": "join", "room": "r"})  # 1
+    assert (await c.request({"t": "ping"}))["t"] == "pong"  # 2
+    for i in range(2):  # 3, 4
+        assert (await c.request({"t": "pub", "room": "r", "data": i}))["t"] == "ok"
+    e = await c.request({"t": "pub", "room": "r", "data": "over"})
+    assert e["t"] == "err" and e["code"] == 429 and e["retry_after"] > 0
+    assert (await c.request({"t": "ping"}))["code"] == 429
+    assert (await node.backend.position("r")).seq == 2  # the refused pub was not published
+    c.send({"t": "pub", "id": 50, "room": "r", "data": "again"})
+    assert await c.closed() == 4008
