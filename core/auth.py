@@ -46,6 +46,7 @@ from jwt.algorithms import Algorithm, HMACAlgorithm, get_default_algorithms
 from jwt.types import Options
 
 from core.clock import Clock
+from core.jws_fast import HsFastPath
 
 __all__ = [
     "AuthError",
@@ -191,6 +192,7 @@ class TokenVerifier:
             self._keys[name] = key
         if not self._keys:
             raise ValueError("auth.algorithms: no usable algorithm ('none' is never accepted)")
+        self._fast = HsFastPath({a: k for a, k in self._keys.items() if isinstance(k, str)})
         self._options: Options = {
             "verify_signature": True,
             # Time, audience, issuer and claim types are checked below, against the
@@ -218,6 +220,10 @@ class TokenVerifier:
         """
         if not isinstance(token, str) or not token:
             raise AuthError("malformed", "token is not a non-empty string")
+        if self._fast:
+            fast = self._fast.decode(token)
+            if fast is not None:
+                return self._check_claims(fast, expected_type)
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:

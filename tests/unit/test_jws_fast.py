@@ -1,0 +1,75 @@
+"""The HS* fast path accepts exactly what PyJWT accepts, and declines the rest."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import jwt
+import pytest
+
+from core.jws_fast import HsFastPath
+from tests.tokens import SECRET, good_claims, make_token, rsa_keypair, tamper_payload
+
+FAST = HsFastPath({"HS256": SECRET})
+
+
+def _pyjwt(token: str) -> dict[str, Any] | None:
+    try:
+        out = jwt.decode(
+            token, SECRET, algorithms=["HS256"], options={"verify_exp": False, "verify_aud": False}
+        )
+    except jwt.PyJWTError:
+        return None
+    return dict(out)
+
+
+def _corpus() -> list[str]:
+    good = make_token(good_claims("alice"))
+    _priv, pub = rsa_keypair()
+    now = int(time.time())
+    tokens = [
+        good,
+        make_token(good_claims("bob", exp=now - 100)),  # expiry is not the fast path's job
+        make_token(good_claims("alice"), secret=pub),
+        make_token(good_claims("alice"), secret=SECRET + "x"),
+        make_token(good_claims("alice"), alg="HS512", secret=SECRET * 2),
+        make_token(good_claims("alice"), headers={"crit": ["b64"], "b64": False}),
+        make_token(good_claims("alice"), headers={"kid": "k1", "typ": "JWT"}),
+        tamper_payload(good, sub="mallory"),
+        good + ".",
+        good.replace(".", "", 1),
+        "a.b.c",
+        "",
+        "...",
+    ]
+    rng = random.Random(7)
+    for _ in range(400):
+        chars = list(good)
+        i = rng.randrange(len(chars))
+        chars[i] = rng.choice("ABCxyz019-_.=+/")
+        tokens.append("".join(chars))
+    return tokens
+
+
+@pytest.mark.parametrize("token", _corpus())
+def test_fast_path_never_accepts_what_pyjwt_refuses(token: str) -> None:
+    fast = FAST.decode(token)
+    if fast is not None:
+        assert _pyjwt(token) == fast
+
+
+def test_fast_path_takes_the_common_case() -> None:
+    token = make_token(good_claims("alice"))
+    assert FAST.decode(token) == _pyjwt(token)
+    kid = make_token(good_claims("alice"), headers={"kid": "k1"})
+    assert FAST.decode(kid) is not None
+
+
+def test_fast_path_declines_unusual_headers_and_other_algorithms() -> None:
+    crit = make_token(good_claims("alice"), headers={"crit": ["exp"]})
+    assert FAST.decode(crit) is None
+    hs512 = make_token(good_claims("alice"), alg="HS512", secret=SECRET * 2)
+    assert FAST.decode(hs512) is None  # not an allowed algorithm here
+    assert not HsFastPath({})
