@@ -234,6 +234,9 @@ class Node:
         self._admitting[conn.conn_id] = conn
         try:
             result = await self.backend.admit(record, limits.max_connections_per_user, policy)
+        except asyncio.CancelledError:
+            self._admitting.pop(conn.conn_id, None)  # the connection went away meanwhile
+            raise
         except BackendUnavailable:
             self.metrics.backend_errors.inc()
             self._admitting.pop(conn.conn_id, None)

@@ -9,6 +9,9 @@ Without a token the upgrade proceeds and the first frame must be ``auth``.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections import deque
 from typing import Any
 
 import tornado.web
@@ -24,7 +27,12 @@ from handlers.base import SafeRequestMixin, write_json_error
 from handlers.strict_protocol import StrictProtocol13
 from handlers.transport import TornadoTransport, WriteBatcher
 
-__all__ = ["AuthMixin", "SquallSocket"]
+__all__ = ["MAX_QUEUED_MESSAGES", "AuthMixin", "SquallSocket"]
+
+log = logging.getLogger("squall.ws")
+
+#: inbound messages a connection may have waiting before it is closed with 4008
+MAX_QUEUED_MESSAGES = 1024
 
 
 class AuthMixin(tornado.web.RequestHandler):
@@ -61,6 +69,9 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
         self._encoding = Encoding.MSGPACK
         self._opened = False
         self._counted = False
+        # Inbound messages waiting for the connection's consumer task (see on_message).
+        self._inbox: deque[str | bytes] = deque()
+        self._consumer: asyncio.Task[None] | None = None
 
     # -- handshake -------------------------------------------------------------
 
@@ -161,10 +172,40 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
         if conn is not None and conn.uid is None:
             conn.close(CloseCode.AUTH_TIMEOUT, "authentication timeout")
 
-    async def on_message(self, message: str | bytes) -> None:
+    def on_message(self, message: str | bytes) -> None:
+        """Queue ``message`` for this connection's consumer task, in order.
+
+        Synchronous on purpose: Tornado then goes on reading the frames already in its
+        buffer in the same loop iteration (an async ``on_message`` costs one Task and
+        at least one iteration per message). A burst of frames from one read is thus
+        handled back to back, and the fan-out it causes leaves in one coalesced write
+        per member. The consumer exists only while messages wait (idle connections
+        hold no task); one consumer per connection keeps messages strictly ordered.
+        """
         conn = self.conn
-        if conn is not None:
-            await self.session.handle(conn, message)
+        if conn is None or conn.closed:
+            return
+        inbox = self._inbox
+        inbox.append(message)
+        if len(inbox) > MAX_QUEUED_MESSAGES:
+            # Reading outpaces handling by far: a flood the rate limit cannot absorb.
+            inbox.clear()
+            conn.close(CloseCode.RATE_LIMIT, "too many frames queued")
+            return
+        if self._consumer is None:
+            self._consumer = asyncio.ensure_future(self._consume(conn))
+
+    async def _consume(self, conn: Connection) -> None:
+        inbox = self._inbox
+        try:
+            while inbox:
+                await self.session.handle(conn, inbox.popleft())
+        except Exception:
+            log.exception("frame handling failed")
+            inbox.clear()
+            conn.close(CloseCode.INTERNAL, "internal error")
+        finally:
+            self._consumer = None
 
     def on_pong(self, data: bytes) -> None:
         if self.conn is not None:
@@ -175,6 +216,10 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
             self.conn.last_seen = self.node.clock.monotonic()
 
     def on_close(self) -> None:
+        self._inbox.clear()
+        if self._consumer is not None:
+            # nobody reads the answers any more; cleanup below releases the session
+            self._consumer.cancel()
         conn = self.conn
         if conn is not None and self._opened:
             self.node.spawn(self.node.closed(conn))

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import msgpack
 import pytest
 
+from core.backend.base import BackendOptions
+from core.backend.memory import MemoryBackend
+from core.clock import SystemClock
 from core.wsframe import OP_BINARY
 from tests.conftest import NodeFactory
 from tests.harness import connect, token
@@ -71,3 +76,49 @@ async def test_compressed_connections_use_write_message(nodes: NodeFactory) -> N
     msg = msgpack.unpackb(await ws.read_message())
     assert msg["t"] == "msg" and msg["data"] == "x" * 5000
     ws.close()
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_a_burst_of_pub_frames_leaves_in_one_write_per_member(nodes: NodeFactory) -> None:
+    from core.wsframe import client_frame
+
+    node = await nodes({"rooms.presence_events": False, "ratelimit.messages": 100000})
+    members = [await connect(node, token(f"m{i}")) for i in range(20)]
+    for m in members:
+        await m.request({"t": "join", "room": "b"})
+    raw, _s, _ = await RawClient.connect(
+        node.port, headers={"Authorization": f"Bearer {token('pub')}"}
+    )
+    await raw.next_frame()
+    raw.send(OP_BINARY, msgpack.packb({"t": "join", "id": 1, "room": "b"}))
+    await raw.next_frame()
+    writes_before = node.batcher.writes
+    pubs = [{"t": "pub", "id": 10 + i, "room": "b", "data": i} for i in range(10)]
+    raw.send_raw(b"".join(client_frame(OP_BINARY, msgpack.packb(p)) for p in pubs))
+    for m in members:
+        assert [(await m.expect("msg"))["data"] for _ in range(10)] == list(range(10))
+    # ten messages to 21 connections: at most two writes each, not ten
+    assert node.batcher.writes - writes_before <= 2 * 21
+
+
+class _SlowBackend(MemoryBackend):
+    async def rate_hit(self, key: str, limit: int, window_s: float) -> float:
+        await asyncio.sleep(0.01)  # a slow shared store: frames queue up meanwhile
+        return await super().rate_hit(key, limit, window_s)
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_a_connection_that_outpaces_its_handling_is_closed_4008(
+    nodes: NodeFactory,
+) -> None:
+    from core.wsframe import client_frame
+    from handlers.ws import MAX_QUEUED_MESSAGES
+
+    node = await nodes(backend=_SlowBackend("n1", BackendOptions(), SystemClock()))
+    raw, _s, _ = await RawClient.connect(
+        node.port, headers={"Authorization": f"Bearer {token('flood')}"}
+    )
+    await raw.next_frame()
+    ping = client_frame(OP_BINARY, msgpack.packb({"t": "ping", "id": 1}))
+    raw.send_raw(ping * (MAX_QUEUED_MESSAGES + 200))
+    assert await raw.close_code(timeout=10) == 4008
