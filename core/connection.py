@@ -94,7 +94,8 @@ class Connection:
         #: the backend memberships of joined rooms, kept for the heartbeat refresh
         self.memberships: dict[str, Membership] = {}
         self.joining: dict[str, list[Publication]] = {}
-        self.pending_pubs: set[int] = set()
+        # request ids of pubs whose ok is not yet sent (a dict: smaller than a set)
+        self.pending_pubs: dict[int, None] = {}
         self.strikes = 0
         self.strike_window_end = 0.0
         self.closed = False

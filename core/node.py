@@ -111,6 +111,7 @@ class Node:
         # reach a connection in this window, and must not be lost.
         self._admitting: dict[str, Connection] = {}
         self._backend_lost = False
+        self._count_close = self._closed_with
 
     # -- life cycle ------------------------------------------------------------
 
@@ -216,8 +217,11 @@ class Node:
             now=self.clock.monotonic(),
             connected_at=self.now_ms(),
         )
-        conn.on_closed = lambda code: self.metrics.closes.labels(str(code)).inc()
+        conn.on_closed = self._count_close  # one shared callable, not one per connection
         return conn
+
+    def _closed_with(self, code: int) -> None:
+        self.metrics.closes.labels(str(code)).inc()
 
     async def admit(self, conn: Connection, claims: Claims) -> Reject | None:
         """Register the session under the per-user cap; kick the oldest when told to."""
@@ -384,7 +388,7 @@ class Node:
             conn_id, _, rid = pub.origin.rpartition(":")
             origin = self.hub.get(conn_id)
             if origin is not None and rid.isdigit() and int(rid) in origin.pending_pubs:
-                origin.pending_pubs.discard(int(rid))
+                origin.pending_pubs.pop(int(rid), None)
                 origin.send_frame({"t": "ok", "id": int(rid), "seq": pub.seq})
         out = Outbound(lambda enc: encode_msg(pub, enc))
         sent = self.hub.fanout(pub, out)

@@ -256,7 +256,7 @@ class Session:
         if f.room not in conn.rooms:
             raise RequestError(ErrCode.FORBIDDEN, "join the room before publishing", f.id)
         node = self.node
-        conn.pending_pubs.add(f.id)
+        conn.pending_pubs[f.id] = None
         try:
             pub = await node.backend.publish(
                 f.room,
@@ -267,15 +267,15 @@ class Session:
                 rate=self._rate_spec(conn),
             )
         except RateLimited as e:
-            conn.pending_pubs.discard(f.id)
+            conn.pending_pubs.pop(f.id, None)
             self._rate_limited(conn, f.id, e.retry_after)
             return
         except BackendUnavailable:
-            conn.pending_pubs.discard(f.id)
+            conn.pending_pubs.pop(f.id, None)
             raise
         # on_publication may already have answered (ok must precede the msg).
         if f.id in conn.pending_pubs:
-            conn.pending_pubs.discard(f.id)
+            conn.pending_pubs.pop(f.id, None)
             self._reply(conn, ok(f.id, seq=pub.seq))
 
     async def _presence(self, conn: Connection, f: PresenceFrame) -> None:

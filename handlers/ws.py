@@ -70,7 +70,7 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
         self._opened = False
         self._counted = False
         # Inbound messages waiting for the connection's consumer task (see on_message).
-        self._inbox: deque[str | bytes] = deque()
+        self._inbox: deque[str | bytes] | None = None  # created on first use
         self._consumer: asyncio.Task[None] | None = None
 
     # -- handshake -------------------------------------------------------------
@@ -186,6 +186,8 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
         if conn is None or conn.closed:
             return
         inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
         inbox.append(message)
         if len(inbox) > MAX_QUEUED_MESSAGES:
             # Reading outpaces handling by far: a flood the rate limit cannot absorb.
@@ -197,6 +199,7 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
 
     async def _consume(self, conn: Connection) -> None:
         inbox = self._inbox
+        assert inbox is not None
         try:
             while inbox:
                 await self.session.handle(conn, inbox.popleft())
@@ -216,7 +219,7 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
             self.conn.last_seen = self.node.clock.monotonic()
 
     def on_close(self) -> None:
-        self._inbox.clear()
+        self._inbox = None
         if self._consumer is not None:
             # nobody reads the answers any more; cleanup below releases the session
             self._consumer.cancel()
