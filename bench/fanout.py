@@ -254,6 +254,9 @@ class Phase:
     burst: int = 1  # pubs per write (one publisher frame batch)
     rate_from: str = ""  # paced: a fraction of this earlier phase's message rate
     rate_factor: float = 0.5
+    #: paced at this fixed number of deliveries/s (messages/s = this / members per room),
+    #: the same load for every target, unlike ``rate_from`` (0: not used)
+    rate_deliveries: float = 0.0
     lag: bool = False  # laggards stop reading before this phase
 
 
@@ -377,6 +380,8 @@ async def run_phases(
                 rate = ph.rate_factor * (ref.get("messages_per_s") or 0.0)
                 if rate <= 0:
                     continue
+            elif ph.rate_deliveries:
+                rate = ph.rate_deliveries / layout.per_room()
             if ph.lag:
                 for c in children[:-1]:
                     c.proc.stdin.write(b'{"cmd": "lag"}\n')  # type: ignore[union-attr]

@@ -190,6 +190,7 @@ async def main_async(args: argparse.Namespace, workroot: Path) -> dict[str, Any]
             targets.append("socketio_2nodes")
         layouts = [Layout(members=args.members, rooms=1)]
         phases = [Phase("sat-64", args.messages)]
+        extra: list[Phase] = []
     else:
         targets = ["squall", "websockets", "raw_floor"]
         layouts = [Layout(members=args.members, rooms=int(k)) for k in args.rooms.split(",")]
@@ -202,10 +203,15 @@ async def main_async(args: argparse.Namespace, workroot: Path) -> dict[str, Any]
             Phase("half-64", n, rate_from="sat-64"),
             Phase("half-1k", n, payload=1024, rate_from="sat-1k"),
         ]
+        # opt-in (--phases): paced at one fixed load for every target, so that latency
+        # is compared at the same deliveries/s (``half`` is half of each target's own
+        # saturation rate, which coalescing raises for Squall)
+        extra = [Phase("fixed50k-64", n, rate_deliveries=50_000.0)]
     if args.targets:
         targets = args.targets.split(",")
     if args.phases:
-        phases = [ph for ph in phases if ph.name in args.phases.split(",")]
+        wanted = args.phases.split(",")
+        phases = [ph for ph in phases + extra if ph.name in wanted]
     runs = await compare(targets, layouts, phases, args.runs, workroot)
     changed = sorted(k for k, v in source_hashes().items() if sources.get(k) != v)
     return {
