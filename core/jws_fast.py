@@ -7,7 +7,7 @@ fraction of that, and declines (returns ``None``) on anything unusual so that Py
 decides and reports it.
 
 Guarantee: :meth:`HsFastPath.decode` returns a payload only if the token is three
-base64url segments, its header is a JSON object holding only ``alg`` (one of the
+strict base64url segments (alphabet ``A-Za-z0-9-_``, no padding), its header is a JSON object holding only ``alg`` (one of the
 allowed HS algorithms), ``typ`` and ``kid``, the HMAC of ``header.payload`` under the
 configured secret equals the signature (constant-time compare), and the payload is a
 JSON object: a token PyJWT would also accept. It never raises for a bad token.
@@ -20,6 +20,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,6 +32,9 @@ _DIGESTS: dict[str, Callable[[], Any]] = {
     "HS512": hashlib.sha512,
 }
 _HEADER_KEYS = frozenset({"alg", "typ", "kid"})
+# Strict base64url, no padding: Python's decoder would also take '+', '/' and '=' (and
+# map '+' like '-'), which PyJWT refuses; such tokens are left to PyJWT.
+_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _MAX_HEADERS = 64  # distinct header segments remembered (real deployments have a few)
 
 
@@ -72,10 +76,11 @@ class HsFastPath:
 
     def decode(self, token: str) -> dict[str, Any] | None:
         """The verified payload, or ``None`` to let PyJWT decide."""
-        parts = token.split(".")
-        if len(parts) != 3:
+        if _COMPACT.fullmatch(token) is None:
             return None
-        head, body, sig = parts
+        head, body, sig = token.split(".")
+        if len(head) % 4 == 1 or len(body) % 4 == 1 or len(sig) % 4 == 1:
+            return None  # no valid base64 has this length; PyJWT says so
         alg = self._alg_of(head)
         if alg is None:
             return None

@@ -44,6 +44,15 @@ def _corpus() -> list[str]:
         "",
         "...",
     ]
+    # Python's base64 decoder maps '+' like '-' and '/' like '_', and skips '=':
+    # a token so altered carries the same signature bytes, but PyJWT refuses it.
+    for old, new in (("-", "+"), ("_", "/")):
+        i = good.rfind(old)
+        if i > 0:
+            tokens.append(good[:i] + new + good[i + 1 :])
+    tokens += [good + "=", good + "==", good[:-1] + "=" + good[-1]]
+    head, body, sig = good.split(".")
+    tokens += [f"{head}.{body}=.{sig}", f"{head}=.{body}.{sig}", f"{head}.{body}.{sig}A"]
     rng = random.Random(7)
     for _ in range(400):
         chars = list(good)
@@ -58,6 +67,24 @@ def test_fast_path_never_accepts_what_pyjwt_refuses(token: str) -> None:
     fast = FAST.decode(token)
     if fast is not None:
         assert _pyjwt(token) == fast
+
+
+def test_non_canonical_alphabets_are_left_to_pyjwt() -> None:
+    # a signature holding both '-' and '_' (jti is random: try until one does)
+    for _ in range(200):
+        good = make_token(good_claims("alice"))
+        head, body, sig = good.split(".")
+        if "-" in sig and "_" in sig:
+            break
+    else:
+        raise AssertionError("no signature with both '-' and '_' in 200 tokens")
+    for old, new in (("-", "+"), ("_", "/")):
+        altered = f"{head}.{body}.{sig.replace(old, new)}"
+        # the same signature bytes to Python's decoder, refused by PyJWT
+        assert _pyjwt(altered) is None
+        assert FAST.decode(altered) is None
+    assert FAST.decode(good + "=") is None
+    assert FAST.decode(good) is not None
 
 
 def test_fast_path_takes_the_common_case() -> None:
