@@ -9,8 +9,9 @@ decides and reports it.
 Guarantee: :meth:`HsFastPath.decode` returns a payload only if the token is three
 strict base64url segments (alphabet ``A-Za-z0-9-_``, no padding), its header is a
 JSON object holding only ``alg`` (one of the allowed HS algorithms), ``typ`` and
-``kid``, the HMAC of ``header.payload`` under the configured secret equals the signature (constant-time compare), and the payload is a
-JSON object: a token PyJWT would also accept. It never raises for a bad token.
+``kid``, the HMAC of ``header.payload`` under the configured secret equals the
+signature (constant-time compare), and the payload is a JSON object: a token PyJWT
+would also accept. It never raises for a bad token.
 """
 
 from __future__ import annotations
