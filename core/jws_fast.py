@@ -71,6 +71,8 @@ class HsFastPath:
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self._keys:
             return None
+        if "kid" in header and not isinstance(header["kid"], str):
+            return None  # PyJWT refuses a non-string key id
         if len(self._headers) < _MAX_HEADERS:
             self._headers[segment] = alg
         return alg

@@ -37,6 +37,8 @@ def _corpus() -> list[str]:
         make_token(good_claims("alice"), alg="HS512", secret=SECRET * 2),
         make_token(good_claims("alice"), headers={"crit": ["b64"], "b64": False}),
         make_token(good_claims("alice"), headers={"kid": "k1", "typ": "JWT"}),
+        make_token(good_claims("alice"), headers={"kid": 7}),
+        make_token(good_claims("alice"), headers={"kid": None}),
         tamper_payload(good, sub="mallory"),
         good + ".",
         good.replace(".", "", 1),
@@ -85,6 +87,8 @@ def test_non_canonical_alphabets_are_left_to_pyjwt() -> None:
         assert FAST.decode(altered) is None
     assert FAST.decode(good + "=") is None
     assert FAST.decode(good) is not None
+    numeric_kid = make_token(good_claims("alice"), headers={"kid": 7})
+    assert _pyjwt(numeric_kid) is None and FAST.decode(numeric_kid) is None
 
 
 def test_fast_path_takes_the_common_case() -> None:
