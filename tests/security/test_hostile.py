@@ -10,7 +10,6 @@ algorithm-confusion attack has a public key to abuse.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import logging
 import os
@@ -237,9 +236,7 @@ async def _(t: Target) -> None:
     assert e.status == 401
 
 
-def _redis_url() -> str | None:
-    if importlib.util.find_spec("core.backend.redis") is None:
-        return None
+def _redis_url() -> str:
     from tests.redis_server import shared_server
 
     return shared_server().url
@@ -248,8 +245,6 @@ def _redis_url() -> str | None:
 @case("logout_then_reuse_on_another_node")
 async def _(t: Target) -> None:
     url = _redis_url()
-    if url is None:
-        pytest.skip("core/backend/redis.py does not exist yet: no second node")
     shared = {
         **t.overrides,
         "backend.url": url,
