@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from core.auth import Claims
-from core.backend.base import Membership, Publication, SessionRecord
+from core.backend.base import DirectMessage, Membership, Publication, SessionRecord
 from core.outbound import Outbound
 from core.protocol import CloseCode, Encoding, bye, encode
 
@@ -54,6 +54,7 @@ class Connection:
         "conn_id",
         "connected_at",
         "encoding",
+        "inbox",
         "ip",
         "joining",
         "kicked",
@@ -99,6 +100,8 @@ class Connection:
         self.strikes = 0
         self.strike_window_end = 0.0
         self.closed = False
+        #: offline messages fetched at admission, written right after ``welcome``
+        self.inbox: list[DirectMessage] | None = None
         #: (code, reason) of an eviction that arrived before the connection opened
         self.kicked: tuple[int, str] | None = None
         #: called once with the close code when the core closes the connection

@@ -278,6 +278,12 @@ class Node:
             # A newer login evicted this one while it was being admitted.
             await self.release(conn)
             return Reject(429, CloseCode.REPLACED, "replaced", "replaced by a newer login", 1)
+        # Fetched here, inside the admission's await, rather than in a task of its own
+        # after the upgrade: one Task less per handshake.
+        try:
+            conn.inbox = await self.backend.inbox_list(claims.sub)
+        except BackendUnavailable:
+            self.metrics.backend_errors.inc()  # delivered on the next connection instead
         return None
 
     async def release(self, conn: Connection) -> None:
@@ -325,7 +331,11 @@ class Node:
             )
         )
         self.metrics.frames_out.labels("welcome").inc()
-        self.spawn(self._deliver_inbox(conn))
+        pending, conn.inbox = conn.inbox, None
+        if pending:
+            for dm in pending:
+                conn.send(Outbound(partial(encode_dm, dm, True)))
+            self.metrics.frames_out.labels("dm").inc(len(pending))
 
     def rearm_expiry(self, conn: Connection) -> None:
         assert conn.claims is not None
@@ -340,18 +350,6 @@ class Node:
     def _expire(self, conn: Connection) -> None:
         self._expiry.pop(conn.conn_id, None)
         conn.close(CloseCode.TOKEN_EXPIRED, "token expired")
-
-    async def _deliver_inbox(self, conn: Connection) -> None:
-        assert conn.uid is not None
-        try:
-            pending = await self.backend.inbox_list(conn.uid)
-        except BackendUnavailable:
-            self.metrics.backend_errors.inc()
-            return
-        for dm in pending:
-            conn.send(Outbound(partial(encode_dm, dm, True)))
-        if pending:
-            self.metrics.frames_out.labels("dm").inc(len(pending))
 
     async def closed(self, conn: Connection) -> None:
         """The connection is gone: leave its rooms, release its session."""
