@@ -40,7 +40,13 @@ _MAX_HEADERS = 64  # distinct header segments remembered (real deployments have 
 
 
 def _b64url(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    """Decode strict, canonical base64url (as PyJWT does): the unused low bits of the
+    last character must be zero, so each byte string has exactly one encoding.
+    Raises ValueError otherwise."""
+    data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    if base64.urlsafe_b64encode(data).rstrip(b"=") != segment.encode("ascii"):
+        raise ValueError("non-canonical base64url")
+    return data
 
 
 class HsFastPath:

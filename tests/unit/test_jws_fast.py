@@ -87,6 +87,11 @@ def test_non_canonical_alphabets_are_left_to_pyjwt() -> None:
         assert FAST.decode(altered) is None
     assert FAST.decode(good + "=") is None
     assert FAST.decode(good) is not None
+    # the same signature bytes with non-zero unused bits in its last character
+    for last in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_":
+        odd = f"{head}.{body}.{sig[:-1]}{last}"
+        if odd != good and _pyjwt(odd) is None:
+            assert FAST.decode(odd) is None
     numeric_kid = make_token(good_claims("alice"), headers={"kid": 7})
     assert _pyjwt(numeric_kid) is None and FAST.decode(numeric_kid) is None
 
