@@ -25,7 +25,7 @@ from core.node import Node
 from core.protocol import CloseCode, Encoding, select_encoding
 from core.session import Session
 from handlers.base import SafeRequestMixin, write_json_error
-from handlers.tornado_private import make_protocol
+from handlers.tornado_private import make_protocol, shed_handshake
 from handlers.transport import MessageTransport, TornadoTransport
 
 __all__ = ["MAX_QUEUED_MESSAGES", "AuthMixin", "SquallSocket"]
@@ -164,6 +164,7 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
         self._uncount()
         self.transport.attach()
         self.set_nodelay(True)
+        shed_handshake(self)
         conn.encoding = self._encoding
         self.life.opened(conn, self._auth_timeout)
         if conn.uid is not None:
@@ -212,6 +213,8 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
             conn.close(CloseCode.INTERNAL, "internal error")
         finally:
             self._consumer = None
+            if self._inbox is inbox:
+                self._inbox = None  # an idle connection holds no queue
 
     def on_pong(self, data: bytes) -> None:
         if self.conn is not None:
