@@ -40,6 +40,8 @@ mixin of :class:`RedisBackend`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import secrets
@@ -51,6 +53,7 @@ from redis.asyncio.cluster import RedisCluster
 from core.backend import redis_scripts as lua
 from core.backend.backoff import FullJitterBackoff, RetryPolicy
 from core.backend.base import (
+    AccessState,
     Admission,
     Backend,
     BackendListener,
@@ -69,6 +72,7 @@ from core.backend.base import (
     RoomPosition,
     SessionRecord,
 )
+from core.backend.redis_batch import IterationBatch
 from core.backend.redis_client import (
     CommandClient,
     client_name,
@@ -175,6 +179,14 @@ class RedisBackend(SecurityRecords, Backend):
         self._own_sessions: dict[str, SessionRecord] = {}
         self._own_memberships: set[Membership] = set()
         self._unique = itertools.count()
+        # The handshake's calls, batched per loop iteration (see core/backend/redis_batch.py)
+        self._access: IterationBatch[tuple[str, str, str], AccessState] = IterationBatch(
+            self._access_many
+        )
+        self._admissions: IterationBatch[tuple[SessionRecord, int, Policy], Admission] = (
+            IterationBatch(self._admit_many, self._admission_abandoned)
+        )
+        self._inboxes: IterationBatch[str, list[DirectMessage]] = IterationBatch(self._inbox_many)
         self._session_ttl_ms = expiry_ms(options.session_ttl_s)
         # Registry keys outlive their newest entry: their TTL only collects garbage.
         self._registry_key_ttl_ms = 2 * self._session_ttl_ms + 1000
@@ -212,6 +224,8 @@ class RedisBackend(SecurityRecords, Backend):
         self._closed = True
         self._listener = None
         await self._pubsub.close()
+        for batch in (self._access, self._admissions, self._inboxes):
+            await batch.drain()
         failure: BackendUnavailable | None = None
         try:
             if self._started:  # never started: nothing registered
@@ -474,57 +488,136 @@ class RedisBackend(SecurityRecords, Backend):
         """See :meth:`Backend.admit`: one script on the user's slot decides (atomic);
         then the session is indexed under its node for :meth:`cluster_counts`.
 
-        The index lives on another slot, so it is written afterwards (one pipeline)
-        and then checked (one more round trip): a concurrent admission may have
-        evicted this record in between, and its un-indexing may have run before this
-        indexing. The record is still reported admitted then (with ``kick_oldest`` it
-        was, and was evicted at once: the evicting caller sends the 4009).
+        Admissions made within one loop iteration share their round trips (see
+        :meth:`_admit_many`); each is still its own atomic script, so the per-user cap
+        is exact whatever the batching.
 
         Raises ValueError for ``limit < 1`` or an unknown policy (caller bugs).
         """
         if limit < 1 or policy not in ("reject", "kick_oldest"):
             raise ValueError(f"bad admission limit/policy: {limit!r}/{policy!r}")
+        return await self._admissions.call((record, limit, policy))
+
+    async def _admit_many(
+        self, calls: Sequence[tuple[SessionRecord, int, Policy]]
+    ) -> list[Admission | BaseException]:
+        """Admit a batch: the ADMIT scripts in one round trip, then one index pipeline.
+
+        The node index lives on another slot, so it is written afterwards and then
+        checked: a concurrent admission may have evicted a record in between, and its
+        un-indexing may have run before this indexing. Such a record is still reported
+        admitted (with ``kick_oldest`` it was, and was evicted at once: the evicting
+        caller sends the 4009). On one Redis the check rides in the index pipeline
+        (2 round trips per batch); on a cluster the pipeline splits by slot with no
+        order between slots, so the checks follow in one more round trip (3).
+        """
         k = self._keys
         now = self._now_ms()
         expiry = now + self._session_ttl_ms
-        blob = encode_record(record)
-        result = await self._cmd.eval(
-            lua.ADMIT,
-            (k.user_sessions(record.uid), k.user_records(record.uid)),
-            (now, expiry, limit, policy, record.conn_id, blob, self._registry_key_ttl_ms),
-        )
-        if result[0] == 0:
-            return Admission(admitted=False)
-        evicted = [decode_record(record.uid, conn, value)[0] for conn, value in pairs(result[1:])]
-        if record.node_id == self.node_id:
-            self._own_sessions[record.conn_id] = record
-        for old in evicted:
-            self._own_sessions.pop(old.conn_id, None)
-
-        entry = member(record.uid, record.conn_id)
-
-        # On one Redis a pipeline runs in order on one connection, so the check can
-        # ride along after the index write (2 round trips in all). A cluster pipeline
-        # splits by slot with no order between slots: check afterwards (3).
+        scripts = [
+            (
+                lua.ADMIT,
+                (k.user_sessions(record.uid), k.user_records(record.uid)),
+                (
+                    now,
+                    expiry,
+                    limit,
+                    policy,
+                    record.conn_id,
+                    encode_record(record),
+                    self._registry_key_ttl_ms,
+                ),
+            )
+            for record, limit, policy in calls
+        ]
+        replies = await self._scripts_each("admit", scripts)
+        outcomes: list[Admission | BaseException] = []
+        admitted: list[SessionRecord] = []
+        for (record, _limit, _policy), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, BaseException):
+                outcomes.append(reply)
+            elif reply[0] == 0:
+                outcomes.append(Admission(admitted=False))
+            else:
+                evicted = [
+                    decode_record(record.uid, conn, value)[0] for conn, value in pairs(reply[1:])
+                ]
+                if record.node_id == self.node_id:
+                    self._own_sessions[record.conn_id] = record
+                for old in evicted:
+                    self._own_sessions.pop(old.conn_id, None)
+                admitted.append(record)
+                outcomes.append(Admission(admitted=True, evicted=evicted))
+        if not admitted:
+            return outcomes
         ordered = not isinstance(self._client, RedisCluster)
+        by_node: dict[str, dict[str, int]] = {}
+        for record in admitted:
+            by_node.setdefault(record.node_id, {})[member(record.uid, record.conn_id)] = expiry
 
         def build(pipe: Any) -> None:
-            self._index_node(pipe, record.node_id, {entry: expiry})
-            for old in evicted:
-                pipe.zrem(k.node_sessions(old.node_id), member(old.uid, old.conn_id))
+            for node_id, members in by_node.items():
+                self._index_node(pipe, node_id, members)
+            for outcome in outcomes:
+                if isinstance(outcome, Admission):
+                    for old in outcome.evicted:
+                        pipe.zrem(k.node_sessions(old.node_id), member(old.uid, old.conn_id))
             if ordered:
-                pipe.zscore(k.user_sessions(record.uid), record.conn_id)
+                for record in admitted:
+                    pipe.zscore(k.user_sessions(record.uid), record.conn_id)
 
         results = await self._cmd.pipeline("admit", build)
-        async with self._cmd.guard("admit"):
-            if ordered:
-                still_there = results[-1] is not None
-            else:
-                score = await self._client.zscore(k.user_sessions(record.uid), record.conn_id)
-                still_there = score is not None
-            if not still_there:
-                await self._client.zrem(k.node_sessions(record.node_id), entry)
-        return Admission(admitted=True, evicted=evicted)
+        if ordered:
+            scores = results[len(results) - len(admitted) :]
+        else:
+
+            def check(pipe: Any) -> None:
+                for record in admitted:
+                    pipe.zscore(k.user_sessions(record.uid), record.conn_id)
+
+            scores = await self._cmd.pipeline("admit", check)
+        gone = [r for r, score in zip(admitted, scores, strict=True) if score is None]
+        if gone:
+
+            def unindex(pipe: Any) -> None:
+                for r in gone:
+                    pipe.zrem(k.node_sessions(r.node_id), member(r.uid, r.conn_id))
+
+            await self._cmd.pipeline("admit", unindex)
+        return outcomes
+
+    def batch_counts(self) -> dict[str, tuple[int, int]]:
+        """Per batched call kind: (round trips so far, calls answered so far)."""
+        return {
+            "access_state": (self._access.batches, self._access.calls),
+            "admit": (self._admissions.batches, self._admissions.calls),
+            "inbox_list": (self._inboxes.batches, self._inboxes.calls),
+        }
+
+    async def _scripts_each(
+        self, what: str, calls: Sequence[tuple[lua.Script, Sequence[str], Sequence[Any]]]
+    ) -> list[Any]:
+        """Scripts in one pipeline (one round trip) on one Redis; on a cluster, whose
+        client cannot pipeline scripts, concurrently. One result or
+        :class:`BackendUnavailable` per call."""
+        if not self._cluster:
+            return await self._cmd.eval_many(what, calls)
+
+        async def one(call: tuple[lua.Script, Sequence[str], Sequence[Any]]) -> Any:
+            try:
+                return await self._cmd.eval(*call)
+            except BackendUnavailable as e:
+                return e
+
+        return list(await asyncio.gather(*(one(c) for c in calls)))
+
+    async def _admission_abandoned(
+        self, call: tuple[SessionRecord, int, Policy], outcome: Admission
+    ) -> None:
+        """The handshake went away while its batch ran: free the slot it was given."""
+        if outcome.admitted:
+            with contextlib.suppress(BackendUnavailable):
+                await self.release(call[0])
 
     def _index_node(self, pipe: Any, node_id: str, members: dict[str, int]) -> None:
         k = self._keys
@@ -639,9 +732,40 @@ class RedisBackend(SecurityRecords, Backend):
         return True
 
     async def inbox_list(self, uid: str) -> list[DirectMessage]:
+        """See :meth:`Backend.inbox_list`; the calls of one loop iteration share one
+        round trip (one script per user, in one pipeline)."""
+        return await self._inboxes.call(uid)
+
+    async def _inbox_many(self, uids: Sequence[str]) -> list[list[DirectMessage] | BaseException]:
         k = self._keys
-        raw = await self._cmd.eval(lua.INBOX_LIST, (k.inbox_order(uid), k.inbox_messages(uid)), ())
-        return [decode_dm(value) for value in raw]
+        replies = await self._scripts_each(
+            "inbox_list",
+            [(lua.INBOX_LIST, (k.inbox_order(uid), k.inbox_messages(uid)), ()) for uid in uids],
+        )
+        return [
+            r if isinstance(r, BaseException) else [decode_dm(value) for value in r]
+            for r in replies
+        ]
+
+    async def access_state(self, ip: str, uid: str, jti: str) -> AccessState:
+        """See :meth:`Backend.access_state`: three reads; the calls of one loop
+        iteration share one pipeline."""
+        return await self._access.call((ip, uid, jti))
+
+    async def _access_many(
+        self, calls: Sequence[tuple[str, str, str]]
+    ) -> list[AccessState | BaseException]:
+        def build(pipe: Any) -> None:
+            for ip, uid, jti in calls:
+                self._access_reads(pipe, ip, uid, jti)
+
+        flat = await self._cmd.pipeline_each("access_state", build)
+        out: list[AccessState | BaseException] = []
+        for i in range(len(calls)):
+            reads = flat[3 * i : 3 * i + 3]
+            failed = next((r for r in reads if isinstance(r, BaseException)), None)
+            out.append(failed if failed is not None else self._access_result(*reads))
+        return out
 
     async def inbox_ack(self, uid: str, mids: Sequence[str]) -> int:
         if not mids:

@@ -225,6 +225,23 @@ class CommandClient:
             return results
         raise AssertionError("unreachable")
 
+    async def pipeline_each(self, what: str, build: Callable[[Any], None]) -> list[Any]:
+        """Run the commands ``build`` queues in one round trip (no MULTI, no scripts).
+
+        One result per command: its reply, or the :class:`BackendUnavailable` of that
+        command alone (Redis answered it with an error, logged). A network failure
+        raises :class:`BackendUnavailable` for the whole call.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        build(pipe)
+        async with self.guard(what):
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        for i, r in enumerate(results):
+            if isinstance(r, Exception):
+                log.error("redis refused %s: %s", what, describe(r))
+                results[i] = BackendUnavailable(f"{what}: {describe(r)}")
+        return results
+
     async def eval_many(
         self, what: str, calls: Sequence[tuple[lua.Script, Sequence[str], Sequence[Any]]]
     ) -> list[Any]:

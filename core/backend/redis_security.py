@@ -72,14 +72,20 @@ class SecurityRecords:
 
     async def access_state(self, ip: str, uid: str, jti: str) -> AccessState:
         """See :meth:`Backend.access_state`: one pipeline (three reads, one round trip)."""
+        until, revoked, ban = await self._cmd.pipeline(
+            "access_state", lambda pipe: self._access_reads(pipe, ip, uid, jti)
+        )
+        return self._access_result(until, revoked, ban)
+
+    def _access_reads(self, pipe: Any, ip: str, uid: str, jti: str) -> None:
+        """Queue the three reads of :meth:`access_state` on ``pipe``."""
         k = self._keys
+        pipe.get(k.lockout_block(ip))
+        pipe.exists(k.revoked(jti))
+        pipe.get(k.ban(uid))
 
-        def build(pipe: Any) -> None:
-            pipe.get(k.lockout_block(ip))
-            pipe.exists(k.revoked(jti))
-            pipe.get(k.ban(uid))
-
-        until, revoked, ban = await self._cmd.pipeline("access_state", build)
+    def _access_result(self, until: Any, revoked: Any, ban: Any) -> AccessState:
+        """The :class:`AccessState` of the replies to :meth:`_access_reads`."""
         lockout = 0.0 if until is None else max(0, int(until) - self._now_ms()) / 1000
         return AccessState(lockout_s=lockout, revoked=bool(revoked), banned=ban == b"banned")
 
