@@ -27,7 +27,6 @@ import platform
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -302,16 +301,21 @@ def machine_info() -> dict[str, Any]:
             check=False,
         ).stdout
         dirty = "yes" if status.strip() else "no"
+    # No path of this machine is recorded (results are committed and compared).
     return {
         "nproc": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)),
         "cpu_model": model,
         "kernel": platform.release(),
         "python": platform.python_version(),
         "tornado": _version("tornado"),
         "msgpack": _version("msgpack"),
         "uvloop (load generator)": _version("uvloop"),
+        "libs": {
+            name: _version(name)
+            for name in ("tornado", "msgpack", "redis", "hiredis", "PyJWT", "uvloop")
+        },
         "git_commit": commit,
         "git_dirty": dirty,
         "source_digest": source_digest(),
-        "executable": sys.executable,
     }

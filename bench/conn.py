@@ -51,11 +51,13 @@ from bench import (
     can_pin,
     cpu_seconds,
     free_port,
-    machine_info,
     pinned,
+    source_hashes,
     wait_port,
 )
-from bench.loadgen import CLOSE_FRAME, SUBPROTOCOL, client_frame, make_token
+from bench.loadgen import SUBPROTOCOL, make_token
+from bench.results import envelope, save, update_docs
+from bench.wire import CLOSE_FRAME, client_frame, scan
 
 __all__ = [
     "LOCK_PATH",
@@ -402,26 +404,8 @@ class Conn(asyncio.Protocol):
             data = data[end + 4 :]
             if self.token is None and not self.ready.done():
                 self.ready.set_result(None)
-        # Frame scan inlined, like bench/loadgen.py's: a helper call per frame would
-        # cost the load generator more CPU than the server it measures.
-        pos, n = 0, len(data)
-        while n - pos >= 2:
-            length = data[pos + 1] & 0x7F
-            start = pos + 2
-            if length == 126:
-                if n - pos < 4:
-                    break
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                start = pos + 4
-            elif length == 127:
-                if n - pos < 10:
-                    break
-                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
-                start = pos + 10
-            end = start + length
-            if end > n:
-                break
-            opcode = data[pos] & 0x0F
+        frames, pos = scan(data)
+        for opcode, start, end in frames:
             if opcode == 9:
                 self.stats.pings += 1
                 if self.transport is not None:
@@ -430,8 +414,7 @@ class Conn(asyncio.Protocol):
                 self._frame(data[start:end])
             elif opcode == 8:
                 self._fail("server sent close")
-            pos = end
-        if pos < n:
+        if pos < len(data):
             self.buf = data[pos:]
 
     def _frame(self, payload: bytes) -> None:
@@ -664,8 +647,6 @@ def main(argv: list[str] | None = None) -> None:
 
 # -- orchestration ---------------------------------------------------------------
 
-RESULTS = REPO / "bench" / "results"
-DOCS = REPO / "docs" / "benchmarks.md"
 SCENARIOS = ("heartbeat", "idle", "handshake", "dm")
 
 
@@ -708,13 +689,16 @@ async def run_main(argv: list[str]) -> None:
     only = [s for s in args.only.split(",") if s]
     workroot = Path(f"/tmp/squall-bench-conn-{os.getpid()}")
     started = time.time()
+    suffix = mode if only == list(SCENARIOS) else f"{mode}-{'-'.join(only)}"
+    sources = source_hashes()
     out: dict[str, Any] = {
-        "mode": mode,
-        "command": "python -m bench.conn"
-        + (" --short" if args.short else "")
-        + ("" if only == list(SCENARIOS) else f" --only {','.join(only)}"),
-        "started_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
-        "machine": machine_info(),
+        **envelope(
+            "conn",
+            suffix,
+            "python -m bench.conn"
+            + (" --short" if args.short else "")
+            + ("" if only == list(SCENARIOS) else f" --only {','.join(only)}"),
+        ),
         "scenarios": {},
     }
     import importlib
@@ -725,30 +709,11 @@ async def run_main(argv: list[str]) -> None:
             args.short, workroot / name, lambda label, fn, t: _guarded(label, fn, t, retries)
         )
         out["elapsed_s"] = round(time.time() - started, 1)
-        suffix = mode if only == list(SCENARIOS) else f"{mode}-custom"
-        path = RESULTS / f"conn-{suffix}.json"
-        path.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    out["sources_changed"] = sorted(k for k, v in source_hashes().items() if sources.get(k) != v)
+    path, committed = save(f"conn-{suffix}", out)
     print(f"results: {path.relative_to(REPO)} ({out['elapsed_s']} s)", file=sys.stderr)
-    if not args.no_docs and only == list(SCENARIOS):
-        update_docs(f"conn-{mode}", render(out))
-
-
-def update_docs(section: str, body: str) -> None:
-    """Replace only our ``<!-- results:section -->`` block (appended when absent).
-
-    The file is re-read right before the write: others edit their own sections of it.
-    """
-    import re
-
-    begin, end = f"<!-- results:{section} -->", f"<!-- /results:{section} -->"
-    block = f"{begin}\n{body}{end}"
-    text = DOCS.read_text()
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: block, text)
-    else:
-        text = text.rstrip("\n") + f"\n\n## Results: {section}\n\n{block}\n"
-    DOCS.write_text(text)
+    if not args.no_docs and committed:
+        update_docs(f"conn-{suffix}", render(out))
 
 
 def _f(v: Any, nd: int = 1) -> str:

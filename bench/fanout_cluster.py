@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import statistics
 import sys
 import tempfile
@@ -36,13 +35,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import REPO, bench_lock, can_pin, machine_info, source_hashes
+from bench import bench_lock, can_pin, machine_info, source_hashes
 from bench.fanout import Layout, Phase, Redis, run_phases
 from bench.peers import TARGETS
+from bench.results import envelope, save, update_docs
 
 __all__ = ["compare", "main", "summarize_phases"]
 
-RESULTS = REPO / "bench" / "results"
 #: commands the benchmark itself sends (not Squall's)
 OWN_COMMANDS = {"config|resetstat", "info", "hello", "client|setinfo"}
 KEYS = (
@@ -215,8 +214,11 @@ async def main_async(args: argparse.Namespace, workroot: Path) -> dict[str, Any]
     runs = await compare(targets, layouts, phases, args.runs, workroot)
     changed = sorted(k for k, v in source_hashes().items() if sources.get(k) != v)
     return {
-        "scenario": args.scenario,
-        "command": "python -m bench.fanout_cluster " + " ".join(args.argv),
+        **envelope(
+            args.scenario,
+            args.mode or "custom",
+            "python -m bench.fanout_cluster " + " ".join(args.argv),
+        ),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "elapsed_s": time.monotonic() - started,
         "machine": machine,
@@ -291,13 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="squall-bench-") as tmp:
         report = asyncio.run(main_async(args, Path(tmp)))
     name = f"{args.scenario}-{args.mode or 'custom'}"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    _path, committed = save(name, report)
     text = markdown(report)
     print(text)
-    if not args.no_docs and args.mode:
-        from bench.run import update_docs
-
+    if not args.no_docs and committed:
         update_docs(name, text)
     return 0
 

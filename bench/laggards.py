@@ -19,16 +19,16 @@ import argparse
 import asyncio
 import dataclasses
 import datetime as dt
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench import REPO, bench_lock, machine_info
+from bench import bench_lock, machine_info
 from bench.fanout import Layout, Phase, run_phases
 from bench.peers import SQUALL_YAML, TARGETS, SquallTarget
+from bench.results import envelope, save, update_docs
 
 __all__ = ["main"]
 
@@ -97,12 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{r['cut_after_s']} |\n"
         f"| healthy members complete | {b.get('complete')} | {lag.get('complete')} |\n"
     )
-    out = REPO / "bench" / "results" / f"laggards-{args.mode or 'custom'}.json"
-    out.write_text(json.dumps(r, indent=1) + "\n")
+    report = {
+        **envelope("laggards", args.mode or "custom", f"python -m bench.laggards {' '.join(raw)}"),
+        **r,
+        "markdown": text,
+    }
+    _path, committed = save(f"laggards-{args.mode or 'custom'}", report)
     print(text)
-    if args.mode:
-        from bench.run import update_docs
-
+    if committed:
         update_docs(f"laggards-{args.mode}", text)
     return 0
 

@@ -48,32 +48,19 @@ from typing import Any, cast
 import jwt
 import msgpack
 
+from bench.wire import CLOSE_FRAME, client_frame, scan
+
 __all__ = ["main"]
 
 ROOM = "bench"
 SUBPROTOCOL = "squall.v1.msgpack"
 #: bytes 1..6 of a msgpack map whose first entry is "t": "msg"
 MSG_TAG = b"\xa1t\xa3msg"
-_ZERO_MASK = b"\x00\x00\x00\x00"
 _TS = struct.Struct(">Q")
-
-
-def client_frame(payload: bytes, opcode: int = 0x2) -> bytes:
-    """One masked frame (FIN, binary by default) with the all-zero masking key."""
-    n = len(payload)
-    first = 0x80 | opcode
-    if n < 126:
-        head = struct.pack("!BB", first, 0x80 | n)
-    elif n <= 0xFFFF:
-        head = struct.pack("!BBH", first, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", first, 0x80 | 127, n)
-    return head + _ZERO_MASK + payload
 
 
 #: a Socket.IO event packet ``42["msg",...`` (text frame)
 SIO_MSG_TAG = b'42["msg'
-CLOSE_FRAME = b"\x88\x82" + _ZERO_MASK + struct.pack("!H", 1000)
 
 
 def make_token(secret: str, sub: str, ttl: int = 3600) -> str:
@@ -179,25 +166,8 @@ class WsClient(asyncio.Protocol):
             if not self.join and self.proto != "sio":
                 self.ready.set_result(None)
         now = 0
-        pos = 0
-        n = len(data)
-        while n - pos >= 2:
-            length = data[pos + 1] & 0x7F
-            start = pos + 2
-            if length == 126:
-                if n - pos < 4:
-                    break
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                start = pos + 4
-            elif length == 127:
-                if n - pos < 10:
-                    break
-                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
-                start = pos + 10
-            end = start + length
-            if end > n:
-                break
-            opcode = data[pos] & 0x0F
+        frames, pos = scan(data)
+        for opcode, start, end in frames:
             if opcode == 2 and data[start + 1 : start + 7] == MSG_TAG:
                 if self.sample:
                     if not now:
@@ -217,12 +187,11 @@ class WsClient(asyncio.Protocol):
             elif opcode == 9 and self.transport is not None:
                 self.transport.write(client_frame(data[start:end], opcode=0xA))
             elif opcode == 8:
-                code = int.from_bytes(data[start : start + 2], "big") if length >= 2 else 1005
+                code = int.from_bytes(data[start : start + 2], "big") if end - start >= 2 else 1005
                 key = f"close {code}"
                 self.stats.other_frames[key] = self.stats.other_frames.get(key, 0) + 1
                 self._fail("server sent close")
-            pos = end
-        if pos < n:
+        if pos < len(data):
             self.buf = data[pos:]
 
     # -- frames ----------------------------------------------------------------

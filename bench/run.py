@@ -1,4 +1,8 @@
-"""Run the benchmarks: ``python -m bench.run [--short]``.
+"""Run the benchmarks: ``python -m bench.run [--short]``, or one scenario:
+``python -m bench.run {cluster,matrix,laggards,conn,heartbeat,handshake,idle,dm} ...``.
+
+Every scenario goes through this command line and saves its report through
+:mod:`bench.results` (one envelope, committed only from a clean tree).
 
 Today one scenario, ``fanout`` (bench/fanout.py): µs of server CPU per delivered room
 message at 2,000 members, Squall against a plain Tornado ``write_message`` loop.
@@ -19,7 +23,6 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import re
 import sys
 import tempfile
 import time
@@ -27,14 +30,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import REPO, bench_lock, can_pin, machine_info, source_hashes
+from bench import REPO, bench_lock, can_pin, fanout_cluster, machine_info, source_hashes
 from bench.fanout import FanoutParams, params_dict, run_once, summarize
 from bench.peers import TARGETS
+from bench.results import DOCS, RESULTS, SCHEMA, committable, envelope, save, update_docs
 
 __all__ = ["main"]
 
-DOCS = REPO / "docs" / "benchmarks.md"
-RESULTS = REPO / "bench" / "results"
 #: a run during which other processes used more than this share of CPU 0 is redone
 NOISY = 0.3
 
@@ -201,19 +203,6 @@ def warnings_for(runs: list[dict[str, Any]], sources: dict[str, str]) -> list[st
     return out
 
 
-def update_docs(section: str, body: str) -> None:
-    """Replace the text between ``<!-- results:section -->`` markers (append if absent)."""
-    begin, end = f"<!-- results:{section} -->", f"<!-- /results:{section} -->"
-    block = f"{begin}\n{body}{end}"
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: block, text)
-    else:
-        text = text.rstrip("\n") + f"\n\n## Results: {section}\n\n{block}\n"
-    DOCS.write_text(text)
-
-
 async def one_run(
     name: str, params: FanoutParams, workroot: Path, index: int, label: str
 ) -> dict[str, Any]:
@@ -278,10 +267,12 @@ async def run_all(args: argparse.Namespace, workroot: Path) -> dict[str, Any]:
     summary = {
         t: summarize([r for r in runs if r["target"] == t and "error" not in r]) for t in targets
     }
+    changed = sorted(k for k, v in source_hashes().items() if sources.get(k) != v)
     return {
-        "scenario": "fanout",
-        "mode": mode_of(args),
-        "command": "python -m bench.run" + "".join(f" {a}" for a in args.argv),
+        **envelope(
+            "fanout", mode_of(args), "python -m bench.run" + "".join(f" {a}" for a in args.argv)
+        ),
+        "sources_changed": changed,
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "elapsed_s": time.monotonic() - started,
         "machine": machine,
@@ -296,8 +287,55 @@ async def run_all(args: argparse.Namespace, workroot: Path) -> dict[str, Any]:
     }
 
 
+#: every other scenario, run through this one command line:
+#: ``python -m bench.run <scenario> [its options]``
+OTHER_SCENARIOS = ("cluster", "matrix", "laggards", "conn", "heartbeat", "handshake", "idle", "dm")
+
+
+def regenerate_docs() -> int:
+    """``python -m bench.run docs``: rewrite every results section of docs/benchmarks.md
+    from the committed result files (schema 2), e.g. after editing a renderer."""
+    from bench import conn
+
+    renderers = {
+        "fanout": markdown,
+        "cluster": fanout_cluster.markdown,
+        "matrix": fanout_cluster.markdown,
+        "conn": conn.render,
+        "laggards": lambda r: str(r["markdown"]),
+    }
+    for path in sorted(RESULTS.glob("*.json")):
+        report = json.loads(path.read_text())
+        if path.stem.endswith("-custom") or not committable(report):
+            continue
+        render = renderers.get(report.get("scenario", ""))
+        if render is not None and report.get("schema") == SCHEMA:
+            update_docs(path.stem, render(report))
+            print(f"{DOCS.relative_to(REPO)}: section {path.stem}", file=sys.stderr)
+    return 0
+
+
+def delegate(raw: list[str]) -> int:
+    """``python -m bench.run <scenario> ...``: the scenario's own runner."""
+    name, rest = raw[0], raw[1:]
+    if name in ("cluster", "matrix"):
+        return fanout_cluster.main([name, *rest])
+    if name == "laggards":
+        from bench import laggards
+
+        return laggards.main(rest)
+    from bench import conn
+
+    conn.main(rest if name == "conn" else ["--only", name, *rest])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     raw = sys.argv[1:] if argv is None else argv
+    if raw and raw[0] in OTHER_SCENARIOS:
+        return delegate(raw)
+    if raw == ["docs"]:
+        return regenerate_docs()
     args = parse_args(raw)
     args.argv = raw
     with tempfile.TemporaryDirectory(prefix="squall-bench-") as tmp:
@@ -308,20 +346,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.keep_logs:
         print(f"logs kept in {workroot}", file=sys.stderr)
     section = f"fanout-{report['mode']}"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{section}.json"
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    out, committed = save(section, report)
     table = markdown(report)
     print(table)
     print(f"results: {out.relative_to(REPO)}", file=sys.stderr)
-    if not args.no_docs and report["mode"] != "custom":
+    if not args.no_docs and committed:
         update_docs(section, table)
         print(f"updated {DOCS.relative_to(REPO)} (section {section})", file=sys.stderr)
     ok = all(r.get("complete") for r in report["runs"])
     if report["mode"] != "custom" and not args.only_fanout:
         # the phased scenarios (bench/fanout_cluster.py), smaller in --short
-        from bench import fanout_cluster
-
         if args.short:
             fanout_cluster.main(["cluster", "--runs", "1", "--messages", "150", "--mode", "short"])
             fanout_cluster.main(

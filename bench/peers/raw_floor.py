@@ -29,6 +29,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgpack
 
+from bench.wire import scan
+
 __all__ = ["main"]
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B87"
@@ -120,22 +122,9 @@ class Server:
                 return
             self.upgrade(conn, data[:end])
             data = data[end + 4 :]
-        pos, n = 0, len(data)
-        while n - pos >= 6:
-            length = data[pos + 1] & 0x7F
-            start = pos + 2
-            if length == 126:
-                length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-                start = pos + 4
-            elif length == 127:
-                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
-                start = pos + 10
-            end = start + 4 + length
-            if end > n:
-                break
-            opcode = data[pos] & 0x0F
-            payload = unmask(data[start + 4 : end], data[start : start + 4])
-            pos = end
+        frames, pos = scan(data)
+        for opcode, start, end in frames:
+            payload = unmask(data[start:end], data[start - 4 : start])
             if opcode == 2:
                 self.on_message(payload)
             elif opcode == 8:
