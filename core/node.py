@@ -102,6 +102,9 @@ class Node:
         self.hub = Hub()
         self.subs = Subscriptions(backend, self.hub)
         self.draining = False
+        #: set when the drain window is over: closes then release nothing one by one,
+        #: :meth:`stop` releases everything of this node in one batch
+        self.stopping = False
         self.pending_handshakes = 0
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -123,13 +126,21 @@ class Node:
         """Deregister from the backend (after the connections were closed).
 
         Background work still running (cleanup of closed connections) gets a short
-        grace period, so sessions are released rather than left to expire.
+        grace period, then is cancelled and awaited: nothing is left to run against a
+        closed backend. The backend's close releases every session, membership and
+        presence entry of this node still registered, in one batch.
         """
+        self.stopping = True
         for handle in self._expiry.values():
             handle.cancel()
         self._expiry.clear()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2.0)
+        late = list(self._tasks)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
         try:
             await self.backend.close()
         except BackendUnavailable:
@@ -363,8 +374,8 @@ class Node:
         self.metrics.connections.set(len(self.hub))
         self.metrics.users.set(self.hub.user_count())
         self.metrics.rooms.set(self.hub.room_count())
-        if conn.uid is None:
-            return
+        if conn.uid is None or self.stopping:
+            return  # stopping: released with every other entry of this node, in one batch
         announce = self.settings.rooms.presence_events
         try:
             for room in rooms:

@@ -125,6 +125,7 @@ CONTRACT_DEFAULTS: dict[str, object] = {
     "server.workers": 1,
     "server.node_id": None,
     "server.drain_s": 10,
+    "server.backend_wait_s": 20,
     "server.trusted_proxies": [],
     "server.tls.cert_file": None,
     "server.tls.key_file": None,
@@ -425,6 +426,7 @@ def test_sizes_and_intervals_refuse_zero(key: str) -> None:
     [
         "server.port",
         "server.drain_s",
+        "server.backend_wait_s",
         "auth.leeway_s",
         "rooms.history_size",
         "offline.max_messages",
