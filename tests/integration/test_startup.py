@@ -179,9 +179,9 @@ def test_a_port_the_process_may_not_bind_exits_2_in_one_line() -> None:
     env = {**os.environ, "SQUALL_JWT_SECRET": SECRET, **_env(None)}
     # as root, without the capability to bind low ports; otherwise unprivileged already
     drop = ["setpriv", "--bounding-set=-net_bind_service", "--inh-caps=-net_bind_service"]
+    argv = [sys.executable, str(ROOT / "server.py"), "--port", "80"]
     out = subprocess.run(
-        [*(drop if os.geteuid() == 0 else []), sys.executable, str(ROOT / "server.py")]
-        + ["--port", "80"],
+        [*(drop if os.geteuid() == 0 else []), *argv],
         cwd=ROOT,
         env=env,
         capture_output=True,
