@@ -15,7 +15,7 @@ import pytest
 
 from core.wsframe import OP_CLOSE, OP_TEXT
 from tests.harness import connect, refused, token
-from tests.integration.test_cluster import Cluster, cluster  # noqa: F401 (fixture)
+from tests.conftest import NodeFactory
 from tests.procs import ServerProcess
 from tests.rawws import RawClient
 from tests.redis_server import free_port, shared_server
@@ -34,7 +34,7 @@ async def _json_frame(raw: RawClient) -> dict[str, object]:
 
 @pytest.mark.gen_test(timeout=60)
 async def test_drain_that_runs_out_frees_the_slot_and_presence_with_a_clean_log(
-    cluster: Cluster, server_procs: Callable[..., ServerProcess]
+    nodes: NodeFactory, server_procs: Callable[..., ServerProcess]
 ) -> None:
     prefix = f"squall-drain:{uuid.uuid4().hex}:"
     limits = {"limits.max_connections_per_user": 1, "limits.on_new_login": "reject"}
@@ -52,7 +52,10 @@ async def test_drain_that_runs_out_frees_the_slot_and_presence_with_a_clean_log(
         name="drained",
     )
     await asyncio.get_running_loop().run_in_executor(None, drained.wait_for_line, "listening on")
-    other = await cluster("other", {"backend.key_prefix": prefix, **limits})
+    other = await nodes(
+        {"backend.url": shared_server().url, "backend.key_prefix": prefix, **limits},
+        node_id="other",
+    )
     bob = await connect(other, token("bob"))
     assert (await bob.request({"t": "join", "room": "lobby"}))["t"] == "ok"
 
