@@ -14,8 +14,8 @@ from collections.abc import Callable
 import pytest
 
 from core.wsframe import OP_CLOSE, OP_TEXT
-from tests.harness import connect, refused, token
 from tests.conftest import NodeFactory
+from tests.harness import connect, refused, token
 from tests.procs import ServerProcess
 from tests.rawws import RawClient
 from tests.redis_server import free_port, shared_server
