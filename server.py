@@ -17,10 +17,12 @@ import contextlib
 import gc
 import logging
 import os
+import shutil
 import signal
 import socket
 import ssl
 import sys
+import tempfile
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
@@ -33,12 +35,13 @@ from core.cli import cli_overrides, parse_args, run_check_config, run_hash_passw
 from core.clock import Clock, SystemClock
 from core.config import ConfigError, Settings, load
 from core.logs import configure as configure_logging
-from core.metrics import Metrics, multiprocess_dir
+from core.metrics import Metrics, enable_multiprocess, mark_worker_dead, multiprocess_dir
 from core.node import Node
 from core.protocol import CloseCode
 from core.shutdown import finish
 from core.startup import StartupError, check_backend, connect_backend
 from core.users import load_users
+from core.workers import Supervisor
 from handlers.app import make_app, start_heartbeat
 from handlers.listen import listen, load_tls
 
@@ -237,35 +240,26 @@ def run_node(settings: Settings, node_id: str, reuse_port: bool) -> int:
 
 
 def run_workers(settings: Settings, base_id: str | None) -> int:
-    """Fork ``server.workers`` processes sharing the port with SO_REUSEPORT."""
-    children: dict[int, int] = {}
-    for i in range(settings.server.workers):
-        pid = os.fork()
-        if pid == 0:
-            node_id = f"{base_id}-w{i}" if base_id else default_node_id()
-            try:
-                code = run_node(settings, node_id, reuse_port=True)
-            finally:
-                logging.shutdown()
-            os._exit(code)
-        children[pid] = i
+    """Fork ``server.workers`` nodes sharing the port (SO_REUSEPORT) and supervise them.
 
-    def forward(signum: int, _frame: object) -> None:
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
+    Metrics: prometheus_client's multiprocess mode in a fresh directory (removed at
+    exit), so any worker's ``/metrics`` answers for all of them.
+    """
+    configure_logging(settings.log.level, settings.log.format, f"{base_id or 'squall'}-parent")
+    metrics_dir = tempfile.mkdtemp(prefix="squall-metrics-")
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    worst = 0
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        children.pop(pid, None)
-        worst = max(worst, os.waitstatus_to_exitcode(status) if status else 0)
-    return worst
+    def worker(slot: int) -> int:
+        enable_multiprocess(metrics_dir)
+        node_id = f"{base_id}-w{slot}" if base_id else default_node_id()
+        return run_node(settings, node_id, reuse_port=True)
+
+    try:
+        supervisor = Supervisor(
+            settings.server.workers, worker, on_exit=lambda pid: mark_worker_dead(pid, metrics_dir)
+        )
+        return supervisor.run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def check_connection(settings: Settings) -> int:

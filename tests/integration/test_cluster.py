@@ -8,10 +8,7 @@ private one when it stops Redis.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -33,7 +30,6 @@ from tests.harness import (
 )
 from tests.procs import ServerProcess
 from tests.redis_server import RedisServer, free_port, shared_cluster, shared_server
-from tests.tokens import SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -296,65 +292,6 @@ async def test_sigkilled_node_frees_its_users_slots(
             await asyncio.sleep(0.05)
     assert time.monotonic() - killed_at <= 2 * 0.5 + 0.5
     c.close()
-
-
-@pytest.mark.gen_test(timeout=60)
-async def test_workers_share_the_port_as_separate_nodes() -> None:
-    url = shared_server().url
-    port = free_port()
-    env = {
-        **os.environ,
-        "SQUALL_JWT_SECRET": SECRET,
-        "REDIS_URL": url,
-        "SQUALL_BACKEND__KEY_PREFIX": f"squall-w:{uuid.uuid4().hex}:",
-        "SQUALL_SERVER__HOST": "127.0.0.1",
-        "SQUALL_LOG__FORMAT": "text",
-        "SQUALL_SERVER__DRAIN_S": "1",
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "server.py"),
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--node-id",
-            "wk",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        assert proc.stdout is not None
-        listening = 0
-        deadline = time.monotonic() + 20
-        while listening < 2 and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            listening += b"listening" in line
-        assert listening == 2
-        target = RunningNode.__new__(RunningNode)
-        target.port = port
-        seen: set[str] = set()
-        clients = []
-        for i in range(40):
-            c = await connect(target, token(f"w{i}"), welcome=False)
-            seen.add((await c.expect("welcome"))["node"])
-            clients.append(c)
-            if len(seen) == 2:
-                break
-        assert seen == {"wk-w0", "wk-w1"}
-        proc.send_signal(signal.SIGTERM)
-        rc = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 15)
-        assert rc == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.gen_test(timeout=30)
