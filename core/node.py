@@ -50,7 +50,7 @@ from core.protocol import (
     presence_event,
     welcome,
 )
-from core.refusal import count_auth_failure
+from core.refusal import count_auth_failure, origin_refusal, token_refusal
 from core.subscriptions import Subscriptions
 
 __all__ = ["Node", "Reject"]
@@ -69,7 +69,13 @@ class Reject:
     retry_after: float | None = None
 
 
-UNAVAILABLE = Reject(503, CloseCode.INTERNAL, "unavailable", "backend unavailable", 5)
+UNAVAILABLE = Reject(
+    503,
+    CloseCode.INTERNAL,
+    "unavailable",
+    "backend unavailable: retry after Retry-After seconds (GET /readyz says when it is back)",
+    5,
+)
 
 
 def _locked_out(remaining_s: float) -> Reject:
@@ -165,17 +171,28 @@ class Node:
     def capacity_check(self) -> Reject | None:
         """503 while draining, at ``max_connections``, or while the backend is down."""
         if self.draining:
-            return Reject(503, CloseCode.RESTART, "draining", "node is draining", 5)
+            return Reject(
+                503, CloseCode.RESTART, "draining", "node is draining: reconnect to another", 5
+            )
         if len(self.hub) + self.pending_handshakes >= self.settings.limits.max_connections:
-            return Reject(503, CloseCode.INTERNAL, "server_full", "too many connections", 5)
+            return Reject(
+                503,
+                CloseCode.INTERNAL,
+                "server_full",
+                "too many connections on this node (limits.max_connections)",
+                5,
+            )
         if not self.backend.available:
             return UNAVAILABLE
         return None
 
     def origin_check(self, origin: str | None, host: str | None) -> Reject | None:
-        if origin_allowed(origin, host, self.settings.security.allowed_origins):
+        allowed = self.settings.security.allowed_origins
+        if origin_allowed(origin, host, allowed):
             return None
-        return Reject(403, CloseCode.FORBIDDEN, "origin_not_allowed", "origin not allowed")
+        return Reject(
+            403, CloseCode.FORBIDDEN, "origin_not_allowed", origin_refusal(origin, host, allowed)
+        )
 
     async def lockout_check(self, ip: str) -> Reject | None:
         try:
@@ -216,7 +233,7 @@ class Node:
 
     async def _auth_failed(self, ip: str, reason: str) -> Reject:
         await self.count_auth_failure(ip, reason)
-        return Reject(401, CloseCode.UNAUTHORIZED, "unauthorized", f"invalid token: {reason}")
+        return Reject(401, CloseCode.UNAUTHORIZED, "unauthorized", token_refusal(reason))
 
     def new_connection(self, ip: str, encoding: Encoding, transport: Transport) -> Connection:
         conn = Connection(
@@ -265,7 +282,8 @@ class Node:
                 429,
                 CloseCode.TOO_MANY_CONNECTIONS,
                 "too_many_connections",
-                "connection limit for this user reached",
+                "connection limit for this user reached (limits.max_connections_per_user "
+                "with limits.on_new_login: reject)",
                 1,
             )
         conn.uid = claims.sub
