@@ -30,7 +30,7 @@ log = logging.getLogger("squall.shutdown")
 
 async def finish(node: Node, grace_s: float = 2.0) -> None:
     """See the module docstring."""
-    node.stopping = True
+    node.life.stopping = True
     left = list(node.hub)
     if left:
         log.warning("%d connections still open after server.drain_s: dropping them", len(left))
@@ -38,5 +38,5 @@ async def finish(node: Node, grace_s: float = 2.0) -> None:
         conn.closed = True
         conn.transport.abort()
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(node.wait_empty(), grace_s)
+        await asyncio.wait_for(node.life.wait_empty(), grace_s)
     await node.stop()
