@@ -201,7 +201,8 @@ def test_dev_yaml_runs_from_the_repo_root(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.auth.secret.startswith("dev-only-secret-change-me-")
     assert len(settings.auth.secret) == len(settings.api.secret) == 48
     assert settings.log.format == "text"
-    assert settings.security.allowed_origins == ()
+    # the demo may be opened as localhost or 127.0.0.1 and connect to either
+    assert settings.security.allowed_origins == ("http://localhost:8080", "http://127.0.0.1:8080")
     assert settings.auth.users_file == str(REPO / "conf" / "dev-users.yaml")
     with open(settings.auth.users_file, encoding="utf-8") as handle:
         users = yaml.safe_load(handle)
