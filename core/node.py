@@ -51,6 +51,7 @@ from core.protocol import (
     welcome,
 )
 from core.refusal import count_auth_failure
+from core.stats import StatsReporter
 from core.subscriptions import Subscriptions
 
 __all__ = ["Node", "Reject"]
@@ -112,12 +113,14 @@ class Node:
         self._admitting: dict[str, Connection] = {}
         self._backend_lost = False
         self._count_close = self._closed_with
+        self.stats = StatsReporter(self, settings.server.stats_interval_s)
 
     # -- life cycle ------------------------------------------------------------
 
     async def start(self) -> None:
         await self.backend.start(self)
         self.metrics.backend_available.set(1 if self.backend.available else 0)
+        self.stats.start()
 
     async def stop(self) -> None:
         """Deregister from the backend (after the connections were closed).
@@ -130,6 +133,7 @@ class Node:
         self._expiry.clear()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2.0)
+        await self.stats.stop()
         try:
             await self.backend.close()
         except BackendUnavailable:
