@@ -332,6 +332,7 @@ class Node:
                 self.node_id,
                 self.settings.heartbeat.interval_s,
                 conn.claims.exp * 1000,
+                conn.encoding,
             )
         )
         self.metrics.frames_out.labels("welcome").inc()

@@ -24,13 +24,16 @@ def write_json_error(
     error: str,
     message: str,
     retry_after: float | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """Finish ``handler`` with PROTOCOL.md's JSON error body and status."""
+    """Finish ``handler`` with PROTOCOL.md's JSON error body and status.
+
+    ``extra`` adds fields to the body (never ``error`` or ``message``)."""
     handler.clear()
     handler.set_status(status)
     handler.set_header("Content-Type", "application/json")
     handler.set_header("Cache-Control", "no-store")
     if retry_after is not None:
         handler.set_header("Retry-After", str(max(1, math.ceil(retry_after))))
-    body: dict[str, Any] = {"error": error, "message": message}
+    body: dict[str, Any] = {**(extra or {}), "error": error, "message": message}
     handler.finish(json.dumps(body))
