@@ -529,7 +529,14 @@ def welcome(
 ) -> dict[str, Any]:
     """``welcome``: connection id, user id, node id, heartbeat interval (s), token exp (ms);
     with ``encoding``, the extension field ``subprotocol`` naming the one in use."""
-    frame: dict[str, Any] = {"t": "welcome", "conn": conn, "uid": uid, "node": node, "hb": hb, "exp": exp}
+    frame: dict[str, Any] = {
+        "t": "welcome",
+        "conn": conn,
+        "uid": uid,
+        "node": node,
+        "hb": hb,
+        "exp": exp,
+    }
     if encoding is not None:
         frame["subprotocol"] = encoding.value
     return frame
