@@ -39,8 +39,10 @@ class StatusEvent:
 
     def describe(self) -> str:
         """One human line, as the command line prints it."""
-        why = f" ({self.code} {self.reason})".rstrip() if self.code is not None else ""
-        if self.reason and self.code is None:
+        why = ""
+        if self.code is not None:
+            why = f" ({f'{self.code} {self.reason}'.strip()})"
+        elif self.reason:
             why = f" ({self.reason})"
         if self.state == "connecting":
             return "connecting" if self.attempt == 0 else f"connecting (retry {self.attempt})"
