@@ -29,3 +29,21 @@ def test_node_test_runner_passes_the_js_suite() -> None:
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "# fail 0" in done.stdout and "# pass 0" not in done.stdout
+
+
+def test_typescript_declarations_check_against_the_example() -> None:
+    """``tsc --noEmit`` accepts tests/ts/example.ts against static/squall.d.ts, and its
+    ``@ts-expect-error`` lines prove the declarations refuse misuse (not ``any``)."""
+    tsc = ROOT / ".node" / "node_modules" / ".bin" / "tsc"
+    if not tsc.exists():
+        subprocess.run(
+            ["bash", str(ROOT / "scripts" / "ensure-browser.sh")], check=True, timeout=600
+        )
+    done = subprocess.run(
+        [_node(), str(tsc), "-p", str(ROOT / "tests" / "ts" / "tsconfig.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
