@@ -52,9 +52,9 @@ class ServerProcess:
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         """Start the node and wait until it is ready (``/readyz`` 200)."""
+        argv = [sys.executable, str(ROOT / "server.py"), "--port", str(self.port)]
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "server.py"), "--port", str(self.port)]
-            + ["--node-id", self.node_id],
+            [*argv, "--node-id", self.node_id],
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.PIPE,
