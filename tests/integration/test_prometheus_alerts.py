@@ -136,7 +136,7 @@ def _alerts(body: dict[str, Any], name: str) -> list[dict[str, Any]]:
 async def test_real_prometheus_fires_the_connections_alert_on_a_full_node(
     prometheus: str, two_nodes: tuple[ServerProcess, ServerProcess]
 ) -> None:
-    a, b = two_nodes
+    a, _b = two_nodes
     query = prometheus + "/api/v1/query?query="
     # both nodes scraped, max_connections known, nothing firing yet
     await _until(query + "squall_max_connections", lambda r: len(r["data"]["result"]) == 2)
