@@ -25,6 +25,11 @@
     4029: "too many", 4408: "no pong",
   };
 
+  const STATUS_NAMES = {
+    101: "accepted", 400: "bad request", 401: "unauthorized", 403: "forbidden",
+    429: "too many", 503: "unavailable",
+  };
+
   const $ = (id) => document.getElementById(id);
   const samples = []; // {t, nodes: {id: {conn, in, out, rtt, hs: {}, closes: {}, auth: {}}}}
   const known = new Map(); // id -> {color, record, prev, rates, seenAt, stale}
@@ -307,7 +312,7 @@
     ["connections", "Connections", () => perNode((n) => n.conn, true), ""],
     ["frames_in", "Frames in / s", () => perNode((n) => n.in, true), "/s"],
     ["frames_out", "Frames out / s", () => perNode((n) => n.out, true), "/s"],
-    ["handshakes", "Handshakes / s by status", () => perLabel("hs"), "/s"],
+    ["handshakes", "Handshakes / s by status", () => perLabel("hs", STATUS_NAMES), "/s"],
     ["closes", "Closes / s by code", () => perLabel("closes", CLOSE_NAMES), "/s"],
     ["auth", "Auth failures / s by reason", () => perLabel("auth"), "/s"],
     ["rtt", "Redis round trip (ms)", () => perNode((n) => n.rtt, false), " ms"],
@@ -343,7 +348,7 @@
         if (c.plot) c.plot.destroy();
         c.plot = null;
         c.signature = "";
-        c.el.innerHTML = '<p class="empty">nothing yet</p>';
+        c.el.innerHTML = '<p class="empty">none in the last 15 minutes</p>';
         continue;
       }
       if (c.plot && c.signature === signature) {

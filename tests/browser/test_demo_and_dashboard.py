@@ -101,7 +101,7 @@ def test_chat_reconnect_recovery_and_dashboard(
     browser: Browser, cluster: tuple[ServerProcess, ServerProcess]
 ) -> None:
     a, b = cluster
-    alice, bob, board = browser(), browser(), browser(1280, 900)
+    alice, bob, board = browser(), browser(), browser(1920, 1080)  # a 1080p screen
 
     # alice logs in on node A: the sign-in panel goes away
     alice.get(a.http + "/")
@@ -183,6 +183,7 @@ def test_chat_reconnect_recovery_and_dashboard(
     for name in ("connections", "frames_in", "frames_out", "handshakes", "rtt"):
         assert board.find_elements(By.CSS_SELECTOR, f"[data-chart='{name}'] canvas"), name
     assert board.find_elements(By.CSS_SELECTOR, "[data-chart='closes']")
+    assert no_sideways_scroll(board)
     if SCREENSHOTS:
         IMG.mkdir(exist_ok=True)
         board.save_screenshot(str(IMG / "dashboard.png"))
