@@ -178,3 +178,42 @@ async def test_cli_prints_every_state_change_to_stderr(nodes: NodeFactory) -> No
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 10)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_cli_gives_up_after_max_attempts_and_exits_3(nodes: NodeFactory) -> None:
+    node = await nodes()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "client",
+        "--url",
+        node.url,
+        "--token",
+        token("alice"),
+        "--max-attempts",
+        "2",
+        "join",
+        "lobby",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    seen: list[str] = []
+    while not any(line.startswith("# open") for line in seen):
+        raw = await asyncio.wait_for(proc.stderr.readline(), 10)
+        assert raw, seen
+        seen.append(raw.decode().rstrip())
+    await eventually(lambda: node.node.hub.room_count() == 1, timeout=10)
+    await node.stop()  # 1001, then the port refuses: try 1 (the restart's), try 2, give up
+    rest = await asyncio.wait_for(proc.stderr.read(), 20)
+    assert await asyncio.wait_for(proc.wait(), 10) == 3
+    lines = [line for line in rest.decode().splitlines() if line.startswith("#")]
+    assert [line.split(" in ")[0] for line in lines if line.startswith("# retry")] == [
+        "# retry 1",
+        "# retry 2",
+    ]
+    assert lines[-2].startswith("# gave up after 2 tries")
+    assert lines[-1].startswith("# closed")
+    assert "gave up after 2 tries" in rest.decode().splitlines()[-1]
