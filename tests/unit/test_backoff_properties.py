@@ -1,8 +1,9 @@
 """Property tests of the client backoff policy (client/backoff.py).
 
-The same properties are tested for the browser client in tests/js/backoff.test.js
-(node --test, run by tests/unit/test_js_client.py): bounds, give-up after
-``max_attempts``, and the reset rules.
+Hypothesis runs derandomized (the same cases every run). The same properties are
+tested for the browser client in tests/js/backoff.test.js (node --test, run by
+tests/unit/test_js_client.py): bounds, give-up after ``max_attempts``, and the reset
+rules.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def policies(draw: st.DrawFn) -> Backoff:
     )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(policies(), st.integers(min_value=0, max_value=10_000), unit)
 def test_every_delay_lies_in_the_jitter_window_below_the_cap(
     policy: Backoff, attempt: int, r: float
@@ -42,13 +43,13 @@ def test_every_delay_lies_in_the_jitter_window_below_the_cap(
     assert 0 <= delay <= policy.cap + 1e-9
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
 @given(policies(), st.integers(min_value=0, max_value=200))
 def test_ceilings_never_decrease(policy: Backoff, attempt: int) -> None:
     assert policy.ceiling(attempt) <= policy.ceiling(attempt + 1)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
 @given(policies(), st.lists(unit, min_size=1, max_size=50))
 def test_gives_up_exactly_after_max_attempts(policy: Backoff, draws: list[float]) -> None:
     values = iter(draws * 3)
@@ -65,7 +66,7 @@ def test_gives_up_exactly_after_max_attempts(policy: Backoff, draws: list[float]
             assert a.exhausted and a.next_delay() is None
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
 @given(
     policies(),
     st.integers(min_value=0, max_value=40),
@@ -87,7 +88,7 @@ def test_a_drop_resets_the_count_exactly_after_reset_after_seconds_up(
     assert a.attempt == (0 if stayed >= policy.reset_after else before)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
 @given(policies(), st.integers(min_value=0, max_value=40), unit)
 def test_a_restart_close_never_inherits_the_count(policy: Backoff, failures: int, r: float) -> None:
     a = Attempts(policy, rng=lambda: r)
