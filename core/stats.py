@@ -155,15 +155,17 @@ class StatsReporter:
             self._stop.clear()
             self._task = asyncio.ensure_future(self._run())
 
-    async def stop(self) -> None:
-        """Stop writing after the write in flight, then remove the record."""
+    async def stop(self, drop: bool = True) -> None:
+        """Stop writing after the write in flight, then remove the record (``drop``
+        False leaves it to expire, as a node that died would)."""
         task, self._task = self._task, None
         if task is None:
             return
         self._stop.set()
         await task
-        with contextlib.suppress(BackendUnavailable):
-            await self.node.backend.drop_node_stats()
+        if drop:
+            with contextlib.suppress(BackendUnavailable):
+                await self.node.backend.drop_node_stats()
 
     async def report(self) -> None:
         """Write the record once; updates the RTT and oldest-connection gauges."""
@@ -184,6 +186,9 @@ class StatsReporter:
                 if not self._failing:
                     log.warning("stats record not written: %s", e)
                 self._failing = True
+            except Exception:
+                # a bug: make it visible, keep the node's other work going
+                log.exception("stats record failed")
             else:
                 if self._failing:
                     log.info("stats record written again")
