@@ -423,6 +423,18 @@
               resolve({ ws: ws, welcome: frame });
             }
           };
+          // A socket that fails to open: browsers fire "error" then "close"; Node's
+          // WebSocket only "error". Settle on the first one (the close is then a no-op).
+          let upgraded = false;
+          ws.onopen = () => {
+            upgraded = true;
+          };
+          ws.onerror = () => {
+            if (welcomed || upgraded) return; // after the upgrade the close will follow
+            clearTimeout(timer);
+            welcomed = true; // settled
+            reject(new ConnectionLost(1006, "connection failed"));
+          };
           ws.onclose = (ev) => {
             const code = ev.code === 1005 || ev.code === 1006 ? (bye ? bye.code : ev.code) : ev.code;
             const reason = ev.reason || (bye ? bye.reason : "");

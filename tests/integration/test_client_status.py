@@ -217,3 +217,102 @@ async def test_cli_gives_up_after_max_attempts_and_exits_3(nodes: NodeFactory) -
     assert lines[-2].startswith("# gave up after 2 tries")
     assert lines[-1].startswith("# closed")
     assert "gave up after 2 tries" in rest.decode().splitlines()[-1]
+
+
+# squall.js under Node.js against a real node: every status event, then giving up.
+JS_GIVE_UP = r"""
+const Squall = require(process.argv[2]);
+const [url, tok] = process.argv.slice(3);
+const out = (obj) => console.log(JSON.stringify(obj));
+(async () => {
+  const client = new Squall.SquallClient(url, {
+    token: tok,
+    backoff: { base: 0.01, cap: 0.02, maxAttempts: 2, restartDelay: 0.02 },
+  });
+  const events = [];
+  client.on("status", (e) => {
+    events.push([e.state, e.attempt, e.code]);
+    console.error(JSON.stringify(e)); // shown when the test times out
+  });
+  const ended = new Promise((resolve) => client.on("closed", resolve));
+  await client.connect();
+  await client.join("js");
+  out({ t: "ready", events });
+  const err = await ended;
+  out({
+    t: "ended", events, gaveUp: err instanceof Squall.GaveUp, closed: err instanceof Squall.Closed,
+    attempts: err.attempts, line: Squall.describeStatus(client.status),
+  });
+  process.exit(0);
+})().catch((e) => { out({ t: "failed", error: String(e && e.stack) }); process.exit(1); });
+"""
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_browser_client_reports_each_state_and_gives_up(
+    nodes: NodeFactory, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+    import subprocess
+
+    node_bin = shutil.which("node")
+    assert node_bin is not None, "node is required: run scripts/ensure-browser.sh"
+    flags: list[str] | None = None
+    for candidate in ([], ["--experimental-websocket"]):
+        probe = "if (typeof WebSocket !== 'function') process.exit(3)"
+        done = subprocess.run([node_bin, *candidate, "-e", probe], capture_output=True, timeout=20)
+        if done.returncode == 0:
+            flags = candidate
+            break
+    assert flags is not None, "this node has no WebSocket (Node 20+ needed)"
+    node = await nodes()
+    script = tmp_path / "give_up.js"
+    script.write_text(JS_GIVE_UP)
+    proc = await asyncio.create_subprocess_exec(
+        node_bin,
+        *flags,
+        str(script),
+        str(ROOT / "static" / "squall.js"),
+        node.url,
+        token("alice"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+
+    async def event() -> dict[str, object]:
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), 15)  # type: ignore[union-attr]
+        except TimeoutError:
+            proc.kill()
+            raise AssertionError((await proc.stderr.read()).decode()) from None  # type: ignore[union-attr]
+        assert line, await proc.stderr.read()  # type: ignore[union-attr]
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    try:
+        ready = await event()
+        assert ready == {"t": "ready", "events": [["connecting", 0, None], ["open", 0, None]]}
+        await node.stop()  # 1001: a restart (try 1), then the closed port: try 2, give up
+        ended = await event()
+        assert ended["gaveUp"] is True and ended["closed"] is True and ended["attempts"] == 2
+        states = [e[0] for e in ended["events"]]  # type: ignore[union-attr]
+        assert states == [
+            "connecting",
+            "open",
+            "retry",
+            "connecting",
+            "retry",
+            "connecting",
+            "gave_up",
+            "closed",
+        ]
+        assert ended["events"][2] == ["retry", 1, 1001]  # type: ignore[index]
+        assert ended["events"][6][:2] == ["gave_up", 2]  # type: ignore[index]
+        assert str(ended["line"]).startswith("closed")
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
