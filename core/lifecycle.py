@@ -154,6 +154,7 @@ class Lifecycle:
                 self._node_id,
                 self._settings.heartbeat.interval_s,
                 conn.claims.exp * 1000,
+                conn.encoding,
             )
         )
         self._metrics.frames_out.labels("welcome").inc()
