@@ -96,10 +96,12 @@ class ServerConfig:
     workers: int = 1
     node_id: str | None = None
     drain_s: float = 10.0
+    backend_wait_s: float = 20.0
     trusted_proxies: tuple[str, ...] = ()
     tls: TLSConfig = field(default_factory=TLSConfig)
     websocket_compression: bool = False
     static: bool = True
+    stats_interval_s: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)

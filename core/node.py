@@ -27,6 +27,7 @@ from core.hub import Hub
 from core.lifecycle import Lifecycle
 from core.metrics import Metrics
 from core.router import Router
+from core.stats import StatsReporter
 from core.subscriptions import Subscriptions
 from core.writer import WriteBatcher
 
@@ -61,6 +62,8 @@ class Node:
         self.gate = Gate(
             settings, backend, verifier, metrics, self.hub, self.life, self.router.on_command
         )
+        #: writes this node's cluster stats record (``/api/stats``) while started
+        self.stats = StatsReporter(self, settings.server.stats_interval_s)
 
     @property
     def draining(self) -> bool:
@@ -72,14 +75,18 @@ class Node:
     async def start(self) -> None:
         await self.backend.start(self.router)
         self.metrics.backend_available.set(1 if self.backend.available else 0)
+        self.stats.start()
 
     async def stop(self) -> None:
         """Deregister from the backend (after the connections were closed).
 
         Background work still running (cleanup of closed connections) gets a short
-        grace period, so sessions are released rather than left to expire.
+        grace period, then is cancelled; the backend's close then releases every
+        session, membership and presence entry of this node still registered, in one
+        batch, before it disconnects.
         """
         await self.life.stop()
+        await self.stats.stop()
         try:
             await self.backend.close()
         except BackendUnavailable:

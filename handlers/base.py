@@ -15,6 +15,8 @@ gen_log = logging.getLogger("tornado.general")
 
 __all__ = ["SafeRequestMixin", "write_json_error"]
 
+log = logging.getLogger("squall.refusal")
+
 
 class SafeRequestMixin(tornado.web.RequestHandler):
     """Never puts the query string (which may hold ``?token=``) in a log line."""
@@ -43,13 +45,30 @@ def write_json_error(
     error: str,
     message: str,
     retry_after: float | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """Finish ``handler`` with PROTOCOL.md's JSON error body and status."""
+    """Finish ``handler`` with PROTOCOL.md's JSON error body and status.
+
+    Every refusal (handshake, login, token, server API) passes here and is logged at
+    INFO on ``squall.refusal`` with its status, reason code and message (which says
+    what to change); the path is logged without its query string (no token).
+    ``extra`` adds fields to the body (never ``error`` or ``message``).
+    """
+    req = handler.request
+    log.info(
+        "refused %s %s (%s): %d %s: %s",
+        req.method,
+        req.path,
+        req.remote_ip,
+        status,
+        error,
+        message,
+    )
     handler.clear()
     handler.set_status(status)
     handler.set_header("Content-Type", "application/json")
     handler.set_header("Cache-Control", "no-store")
     if retry_after is not None:
         handler.set_header("Retry-After", str(max(1, math.ceil(retry_after))))
-    body: dict[str, Any] = {"error": error, "message": message}
+    body: dict[str, Any] = {**(extra or {}), "error": error, "message": message}
     handler.finish(json.dumps(body))

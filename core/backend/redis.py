@@ -43,9 +43,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
@@ -62,6 +63,7 @@ from core.backend.base import (
     DirectMessage,
     Membership,
     NodeCommand,
+    NodeStats,
     Policy,
     Publication,
     PublishOutcome,
@@ -177,7 +179,8 @@ class RedisBackend(SecurityRecords, Backend):
         )
         #: what close() deregisters: sessions and memberships written by this node
         self._own_sessions: dict[str, SessionRecord] = {}
-        self._own_memberships: set[Membership] = set()
+        #: membership -> whether its join was announced (its leave is, too)
+        self._own_memberships: dict[Membership, bool] = {}
         self._unique = itertools.count()
         # The handshake's calls, batched per loop iteration (see core/backend/redis_batch.py)
         self._access: IterationBatch[tuple[str, str, str], AccessState] = IterationBatch(
@@ -215,6 +218,10 @@ class RedisBackend(SecurityRecords, Backend):
     async def close(self) -> None:
         """Deregister this node's sessions and memberships, stop delivery, disconnect.
 
+        The deregistration is one batch (one pipeline; one per master on a cluster):
+        every session, every membership (with its ``leave`` event when its join was
+        announced and it was the user's last in the room) and the node's index, sent
+        while the command connections are still open; only then are they closed.
         Idempotent. Connections are released even when Redis is unreachable; the
         deregistration failure is then raised as :class:`BackendUnavailable` (the
         records expire after ``session_ttl_s`` anyway).
@@ -244,16 +251,17 @@ class RedisBackend(SecurityRecords, Backend):
 
     async def _deregister(self) -> None:
         sessions, self._own_sessions = list(self._own_sessions.values()), {}
-        memberships, self._own_memberships = list(self._own_memberships), set()
+        memberships, self._own_memberships = list(self._own_memberships.items()), {}
         k = self._keys
+        leave = self._scripts.presence_leave.sha
 
         def build(pipe: Any) -> None:
+            # Idempotent, as pipeline() requires: a second leave finds nothing to announce.
             for r in sessions:
                 pipe.zrem(k.user_sessions(r.uid), r.conn_id)
                 pipe.hdel(k.user_records(r.uid), r.conn_id)
-            for m in memberships:
-                pipe.zrem(k.room_presence(m.room), member(m.uid, m.conn_id))
-                pipe.zrem(k.room_presence_lex(m.room), member(m.uid, m.conn_id))
+            for m, announce in memberships:
+                pipe.execute_command("EVALSHA", leave, *self._leave_keys_args(m, announce))
             pipe.delete(k.node_sessions(self.node_id))
             pipe.zrem(k.nodes(), self.node_id)
 
@@ -453,25 +461,29 @@ class RedisBackend(SecurityRecords, Backend):
                 self._registry_key_ttl_ms,
             ),
         )
-        self._own_memberships.add(m)
+        self._own_memberships[m] = self._own_memberships.get(m, False) or announce
         return bool(first)
 
     async def presence_leave(self, m: Membership, announce: bool) -> bool:
         """See :meth:`Backend.presence_leave`; an unknown or expired ``m`` gives False."""
-        k = self._keys
-        last = await self._cmd.eval(
-            self._scripts.presence_leave,
-            (k.room_presence(m.room), k.room_presence_lex(m.room)),
-            (
-                self._now_ms(),
-                m.uid,
-                member(m.uid, m.conn_id),
-                k.room_channel(m.room) if announce else "",
-                encode_presence("leave", m.uid, m.conn_id) if announce else b"",
-            ),
-        )
-        self._own_memberships.discard(m)
+        _n, *keys_args = self._leave_keys_args(m, announce)
+        last = await self._cmd.eval(self._scripts.presence_leave, keys_args[:2], keys_args[2:])
+        self._own_memberships.pop(m, None)
         return bool(last)
+
+    def _leave_keys_args(self, m: Membership, announce: bool) -> tuple[Any, ...]:
+        """Key count, keys and arguments of the presence-leave script for ``m``."""
+        k = self._keys
+        return (
+            2,
+            k.room_presence(m.room),
+            k.room_presence_lex(m.room),
+            self._now_ms(),
+            m.uid,
+            member(m.uid, m.conn_id),
+            k.room_channel(m.room) if announce else "",
+            encode_presence("leave", m.uid, m.conn_id) if announce else b"",
+        )
 
     async def presence_members(self, room: str) -> list[str]:
         k = self._keys
@@ -702,6 +714,62 @@ class RedisBackend(SecurityRecords, Backend):
 
         counts = await self._cmd.pipeline("cluster_counts", counting) if nodes else []
         return {node: n for node, n in zip(nodes, counts, strict=True) if n > 0}
+
+    # -- cluster stats -----------------------------------------------------------
+
+    async def put_node_stats(self, record: Mapping[str, Any], ttl_s: float) -> None:
+        """See :meth:`Backend.put_node_stats`: one pipeline, the record as a JSON string
+        with a PX TTL plus its expiry in the stats index (expired entries dropped)."""
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
+        k = self._keys
+        text = json.dumps({**record, "node": self.node_id})
+        ttl_ms = max(1, int(ttl_s * 1000))
+        now = self._now_ms()
+
+        def build(pipe: Any) -> None:
+            pipe.set(k.node_stats(self.node_id), text, px=ttl_ms)
+            pipe.zadd(k.stats_index(), {self.node_id: now + ttl_ms})
+            pipe.zremrangebyscore(k.stats_index(), "-inf", now)
+            pipe.pexpire(k.stats_index(), ttl_ms * 10)
+
+        await self._cmd.pipeline("put_node_stats", build)
+
+    async def drop_node_stats(self) -> None:
+        k = self._keys
+
+        def build(pipe: Any) -> None:
+            pipe.delete(k.node_stats(self.node_id))
+            pipe.zrem(k.stats_index(), self.node_id)
+
+        await self._cmd.pipeline("drop_node_stats", build)
+
+    async def node_stats(self) -> list[NodeStats]:
+        """See :meth:`Backend.node_stats`: two round trips (the index, then the records);
+        a record whose key already expired is left out."""
+        k = self._keys
+        now = self._now_ms()
+
+        def listing(pipe: Any) -> None:
+            pipe.zrangebyscore(k.stats_index(), f"({now}", "+inf")
+
+        nodes = sorted(n.decode() for n in (await self._cmd.pipeline("node_stats", listing))[0])
+        if not nodes:
+            return []
+
+        def reading(pipe: Any) -> None:
+            for node in nodes:
+                pipe.get(k.node_stats(node))
+
+        texts = await self._cmd.pipeline("node_stats", reading)
+        records: list[NodeStats] = []
+        for text in texts:
+            if text is None:
+                continue
+            record = json.loads(text)
+            if isinstance(record, dict):
+                records.append(record)
+        return records
 
     async def send_command(self, node_id: str, command: NodeCommand) -> None:
         """See :meth:`Backend.send_command`: one PUBLISH to the node's mailbox channel."""
