@@ -1,5 +1,5 @@
 """Run the benchmarks: ``python -m bench.run [--short]``, or one scenario:
-``python -m bench.run {cluster,matrix,laggards,conn,heartbeat,handshake,idle,dm} ...``.
+``python -m bench.run {cluster,matrix,laggards,scaling,conn,heartbeat,handshake,idle,dm} ...``.
 
 Every scenario goes through this command line and saves its report through
 :mod:`bench.results` (one envelope, committed only from a clean tree).
@@ -289,7 +289,16 @@ async def run_all(args: argparse.Namespace, workroot: Path) -> dict[str, Any]:
 
 #: every other scenario, run through this one command line:
 #: ``python -m bench.run <scenario> [its options]``
-OTHER_SCENARIOS = ("cluster", "matrix", "laggards", "conn", "heartbeat", "handshake", "idle", "dm")
+OTHER_SCENARIOS = (
+    *("cluster", "matrix", "laggards", "scaling"),
+    *("conn", "heartbeat", "handshake", "idle", "dm"),
+)
+
+
+def _scaling_markdown(report: dict[str, Any]) -> str:
+    from bench import scaling
+
+    return scaling.markdown(report)
 
 
 def regenerate_docs() -> int:
@@ -303,6 +312,7 @@ def regenerate_docs() -> int:
         "matrix": fanout_cluster.markdown,
         "conn": conn.render,
         "laggards": lambda r: str(r["markdown"]),
+        "scaling": _scaling_markdown,
     }
     for path in sorted(RESULTS.glob("*.json")):
         report = json.loads(path.read_text())
@@ -324,6 +334,10 @@ def delegate(raw: list[str]) -> int:
         from bench import laggards
 
         return laggards.main(rest)
+    if name == "scaling":
+        from bench import scaling
+
+        return scaling.main(rest)
     from bench import conn
 
     conn.main(rest if name == "conn" else ["--only", name, *rest])
