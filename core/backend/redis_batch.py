@@ -1,9 +1,13 @@
-"""Calls made within one event-loop iteration, run together in one Redis round trip.
+"""Calls of one kind made close together, run together in one Redis round trip.
 
-A reconnect storm brings hundreds of handshakes into the same loop iteration; each
-needs the same few Redis calls (access state, admission, offline inbox). An
-:class:`IterationBatch` collects the calls submitted during one iteration and, at its
-end, hands them all to one ``run`` coroutine, which answers them from one pipeline.
+A reconnect storm brings hundreds of handshakes to a node at once; each needs the
+same few Redis calls (access state, admission, offline inbox). An
+:class:`IterationBatch` collects the calls submitted during one loop iteration and,
+at its end, hands them all to one ``run`` coroutine, which answers them from one
+pipeline. At most one batch of a kind is in flight: calls submitted while it is
+travelling wait for it and then leave together in the next batch. An idle node thus
+sends a lone call at once (no added latency), and a loaded one sends one round trip
+per kind per round-trip time, however many handshakes arrive.
 
 Guarantees:
 
@@ -16,6 +20,8 @@ Guarantees:
 * A call whose caller went away (its future was cancelled) is still run; its
   result goes to ``abandoned`` (e.g. to undo an admission nobody will use).
 * At most ``max_batch`` calls go into one round trip; more make further batches.
+  At most one batch is in flight at a time; a call waits at most for the batch in
+  flight and its own.
 * :meth:`IterationBatch.drain` waits for the batches in flight (backend close).
 """
 
@@ -49,6 +55,7 @@ class IterationBatch(Generic[T, R]):
         self._items: list[T] = []
         self._futures: list[asyncio.Future[R]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._scheduled = False
         #: round trips made and calls answered so far (observability, tests)
         self.batches = 0
         self.calls = 0
@@ -56,26 +63,34 @@ class IterationBatch(Generic[T, R]):
     def submit(self, item: T) -> asyncio.Future[R]:
         """Queue ``item``; the future resolves once its batch was answered."""
         loop = asyncio.get_running_loop()
-        if not self._items:
-            loop.call_soon(self._flush)
         future: asyncio.Future[R] = loop.create_future()
         self._items.append(item)
         self._futures.append(future)
+        self._schedule()
         return future
+
+    def _schedule(self) -> None:
+        if not self._scheduled and not self._tasks and self._items:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     async def call(self, item: T) -> R:
         """``await submit(item)``."""
         return await self.submit(item)
 
     def _flush(self) -> None:
-        items, futures = self._items, self._futures
-        self._items, self._futures = [], []
-        for start in range(0, len(items), self._max):
-            task = asyncio.ensure_future(
-                self._answer(items[start : start + self._max], futures[start : start + self._max])
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._scheduled = False
+        if self._tasks or not self._items:
+            return
+        items, futures = self._items[: self._max], self._futures[: self._max]
+        del self._items[: self._max], self._futures[: self._max]
+        task = asyncio.ensure_future(self._answer(items, futures))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._schedule()  # the calls that arrived meanwhile leave together
 
     async def _answer(self, items: list[T], futures: list[asyncio.Future[R]]) -> None:
         self.batches += 1
