@@ -7,12 +7,17 @@ Layout, so that scenarios and peers plug in without touching each other:
 * ``bench/peers/``: the servers under test. ``bench.peers.TARGETS`` names each one
   and says how to start it and which client handshake it speaks; a peer is a module
   started as ``python -m bench.peers.<name> --port N``.
-* ``bench/loadgen.py``: the raw-socket load generator processes.
+* ``bench/wire.py``: RFC 6455 framing, the one frame scanner of every client.
+* ``bench/loadgen.py``: the raw-socket load generator (``WsClient``, one
+  ``asyncio.Protocol`` per connection) and its processes; ``bench/conn.py``'s client
+  processes use the same ``WsClient`` (subclassed for private messages).
 * ``bench/fanout.py``: a scenario (one room, M members, N messages); a scenario
   exposes ``run_once(target, params, workdir)`` returning one JSON-able result and
-  ``summarize(results)``.
-* ``bench/run.py``: the command line: interleaves targets, takes medians, writes
-  ``bench/results/*.json`` and the results section of ``docs/benchmarks.md``.
+  ``summarize(results)``; ``bench/fanout_cluster.py``, ``laggards.py``, ``conn.py``
+  (heartbeat, idle, handshake, dm) and ``scaling.py`` are the others.
+* ``bench/run.py``: the one command line (``python -m bench.run [<scenario>]``).
+* ``bench/results.py``: the one result envelope and writer, and the docs sections
+  generated from results.
 """
 
 from __future__ import annotations

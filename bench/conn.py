@@ -31,7 +31,6 @@ import fcntl
 import json
 import os
 import random
-import socket
 import statistics
 import struct
 import subprocess
@@ -55,9 +54,10 @@ from bench import (
     source_hashes,
     wait_port,
 )
-from bench.loadgen import SUBPROTOCOL, make_token
+from bench.loadgen import Stats as LoadgenStats
+from bench.loadgen import WsClient, make_token
 from bench.results import envelope, save, update_docs
-from bench.wire import CLOSE_FRAME, client_frame, scan
+from bench.wire import client_frame
 
 __all__ = [
     "LOCK_PATH",
@@ -333,12 +333,12 @@ def host_cpus() -> tuple[int | None, int | None]:
 # -- the client process --------------------------------------------------------
 
 
-class Stats:
+class Stats(LoadgenStats):
+    """What one client process counted (the load generator's counters, and dm's)."""
+
     def __init__(self) -> None:
-        self.pings = 0
-        self.closed = 0
+        super().__init__(expected=0)
         self.failed = 0
-        self.frames: dict[str, int] = {}
         self.dm = 0
         self.sent_ok = 0
         self.send_err = 0
@@ -346,84 +346,26 @@ class Stats:
         self.errors: list[str] = []
 
 
-class Conn(asyncio.Protocol):
-    """One WebSocket connection that answers pings, with optional JWT, join and dm."""
+class Conn(WsClient):
+    """A connection of the connection scenarios: the load generator's client
+    (bench/loadgen.py: upgrade, frame scanner, pongs) with optional JWT, one ``join``
+    and private messages (``send``, acks of received ``dm``)."""
 
     def __init__(self, owner: ClientProc, index: int, token: str | None, room: str | None):
+        super().__init__(
+            owner.port, owner.stats, token, join=room is not None, sample=False, room=room or ""
+        )
         self.owner = owner
-        self.stats = owner.stats
+        self.dm_stats: Stats = owner.stats
         self.index = index
-        self.token = token
-        self.room = room
-        self.transport: asyncio.Transport | None = None
-        self.buf = b""
-        self.upgraded = False
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.in_flight = 0
         self.next_id = 10
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        key = base64.b64encode(os.urandom(16)).decode()
-        head = (
-            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{self.owner.port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n"
-        )
-        if self.token is not None:
-            head += f"Authorization: Bearer {self.token}\r\n"
-        self.transport.write((head + "\r\n").encode())
+    def ready_at_upgrade(self) -> bool:
+        return self.token is None  # with a token: at welcome (or the join's ok)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.stats.closed += 1
-        self._fail(f"connection lost: {exc}")
-
-    def _fail(self, reason: str) -> None:
-        if not self.ready.done():
-            self.ready.set_exception(ConnectionError(reason))
-        if self.transport is not None:
-            self.transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        if self.buf:
-            data = self.buf + data
-            self.buf = b""
-        if not self.upgraded:
-            end = data.find(b"\r\n\r\n")
-            if end < 0:
-                self.buf = data
-                return
-            if data[9:12] != b"101":
-                self._fail(f"upgrade refused: {data[:end][:200]!r}")
-                return
-            self.upgraded = True
-            data = data[end + 4 :]
-            if self.token is None and not self.ready.done():
-                self.ready.set_result(None)
-        frames, pos = scan(data)
-        for opcode, start, end in frames:
-            if opcode == 9:
-                self.stats.pings += 1
-                if self.transport is not None:
-                    self.transport.write(client_frame(data[start:end], opcode=0xA))
-            elif opcode in (1, 2):
-                self._frame(data[start:end])
-            elif opcode == 8:
-                self._fail("server sent close")
-        if pos < len(data):
-            self.buf = data[pos:]
-
-    def _frame(self, payload: bytes) -> None:
-        try:
-            frame: Any = msgpack.unpackb(payload)
-        except ValueError:
-            frame = {}
-        kind = frame.get("t") if isinstance(frame, dict) else None
-        st = self.stats
+    def on_frame(self, kind: Any, frame: Any) -> None:
+        st = self.dm_stats
         if kind == "dm":
             st.dm += 1
             data = frame.get("data")
@@ -431,7 +373,6 @@ class Conn(asyncio.Protocol):
                 st.lat_us.append((time.time_ns() - _TS.unpack_from(data)[0]) // 1000)
             self.send({"t": "ack", "mid": frame["mid"]})
             return
-        st.frames[str(kind)] = st.frames.get(str(kind), 0) + 1
         if kind == "ok" and frame.get("id", 0) >= 10:
             st.sent_ok += 1
             self.in_flight -= 1
@@ -443,7 +384,7 @@ class Conn(asyncio.Protocol):
             self.in_flight -= 1
             self.pump()
         elif kind == "welcome":
-            if self.room is None:
+            if not self.join:
                 self.ready.set_result(None)
             else:
                 self.send({"t": "join", "id": 1, "room": self.room})
@@ -467,11 +408,6 @@ class Conn(asyncio.Protocol):
             self.next_id += 1
             data = _TS.pack(time.time_ns()) + b"\x00" * 24
             self.send({"t": "send", "id": self.next_id, "to": f"u{to}", "data": data})
-
-    def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(CLOSE_FRAME)
-            self.transport.close()
 
 
 class ClientProc:
@@ -534,7 +470,7 @@ class ClientProc:
             "connections": len(self.conns),
             "pings": s.pings,
             "closed": s.closed,
-            "frames": s.frames,
+            "frames": s.other_frames,
             "dm": s.dm,
             "sent_ok": s.sent_ok,
             "send_err": s.send_err,

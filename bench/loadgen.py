@@ -79,6 +79,7 @@ class Stats:
         self.last_ns = 0
         self.latencies_us: list[int] = []
         self.other_frames: dict[str, int] = {}
+        self.pings = 0
         self.closed = 0
         self.all_done = asyncio.Event()
         self.target_complete = 0
@@ -163,7 +164,7 @@ class WsClient(asyncio.Protocol):
                 return
             self.upgraded = True
             data = data[end + 4 :]
-            if not self.join and self.proto != "sio":
+            if self.ready_at_upgrade():
                 self.ready.set_result(None)
         now = 0
         frames, pos = scan(data)
@@ -185,6 +186,7 @@ class WsClient(asyncio.Protocol):
             elif opcode in (1, 2):
                 self._frame(data[start:end])
             elif opcode == 9 and self.transport is not None:
+                self.stats.pings += 1
                 self.transport.write(client_frame(data[start:end], opcode=0xA))
             elif opcode == 8:
                 code = int.from_bytes(data[start : start + 2], "big") if end - start >= 2 else 1005
@@ -193,6 +195,10 @@ class WsClient(asyncio.Protocol):
                 self._fail("server sent close")
         if pos < len(data):
             self.buf = data[pos:]
+
+    def ready_at_upgrade(self) -> bool:
+        """Whether the connection is ready once upgraded (no welcome or join awaited)."""
+        return not self.join and self.proto != "sio"
 
     # -- frames ----------------------------------------------------------------
 
