@@ -297,8 +297,13 @@ def machine_info() -> dict[str, Any]:
             timeout=10,
             check=False,
         ).stdout.strip()
+        # What a benchmark writes itself (results, the docs' results sections) does
+        # not make the measured tree dirty.
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            [
+                *("git", "status", "--porcelain", "--untracked-files=no", "--"),
+                *(".", ":!bench/results", ":!docs"),
+            ],
             cwd=REPO,
             capture_output=True,
             text=True,
