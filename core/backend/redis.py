@@ -823,6 +823,19 @@ class RedisBackend(SecurityRecords, Backend):
     async def _access_many(
         self, calls: Sequence[tuple[str, str, str]]
     ) -> list[AccessState | BaseException]:
+        if not self._cluster:
+            # One Redis: a single MGET reads every key of the batch (the revocation
+            # marker is a string, so "exists" is "not nil").
+            k = self._keys
+            keys = [
+                key
+                for ip, uid, jti in calls
+                for key in (k.lockout_block(ip), k.revoked(jti), k.ban(uid))
+            ]
+            async with self._cmd.guard("access_state"):
+                values = await self._cmd.client.mget(keys)
+            return [self._access_result(*values[3 * i : 3 * i + 3]) for i in range(len(calls))]
+
         def build(pipe: Any) -> None:
             for ip, uid, jti in calls:
                 self._access_reads(pipe, ip, uid, jti)
