@@ -190,6 +190,8 @@ class RedisBackend(SecurityRecords, Backend):
             IterationBatch(self._admit_many, self._admission_abandoned)
         )
         self._inboxes: IterationBatch[str, list[DirectMessage]] = IterationBatch(self._inbox_many)
+        #: offline inboxes read with the latest admission batch, per user (see inbox_list)
+        self._inbox_prefetch: dict[str, list[DirectMessage]] = {}
         self._session_ttl_ms = expiry_ms(options.session_ttl_s)
         # Registry keys outlive their newest entry: their TTL only collects garbage.
         self._registry_key_ttl_ms = 2 * self._session_ttl_ms + 1000
@@ -577,8 +579,28 @@ class RedisBackend(SecurityRecords, Backend):
             if ordered:
                 for record in admitted:
                     pipe.zscore(k.user_sessions(record.uid), record.conn_id)
+                for uid in prefetch:  # after the registration, as the gate's own read
+                    pipe.execute_command(
+                        "EVALSHA", lua.INBOX_LIST.sha, 2, k.inbox_order(uid), k.inbox_messages(uid)
+                    )
 
+        # On one Redis the offline inbox of each user admitted here rides along: the
+        # gate's inbox_list() right after the admission is then answered without a
+        # round trip (see inbox_list). Only this batch's users are kept.
+        prefetch = (
+            list(dict.fromkeys(r.uid for r in admitted if r.node_id == self.node_id))
+            if ordered
+            else []
+        )
+        self._inbox_prefetch = {}
         results = await self._cmd.pipeline("admit", build)
+        if prefetch:
+            inboxes = results[len(results) - len(prefetch) :]
+            results = results[: len(results) - len(prefetch)]
+            self._inbox_prefetch = {
+                uid: [decode_dm(value) for value in raw]
+                for uid, raw in zip(prefetch, inboxes, strict=True)
+            }
         if ordered:
             scores = results[len(results) - len(admitted) :]
         else:
@@ -801,7 +823,16 @@ class RedisBackend(SecurityRecords, Backend):
 
     async def inbox_list(self, uid: str) -> list[DirectMessage]:
         """See :meth:`Backend.inbox_list`; the calls of one loop iteration share one
-        round trip (one script per user, in one pipeline)."""
+        round trip (one script per user, in one pipeline).
+
+        Right after this node admitted ``uid`` (on one Redis), the first call is
+        answered from the admission's own round trip, where the inbox was read after
+        the session was registered (as a call made then would have): no round trip.
+        Only the latest admission batch's reads are kept, each used once.
+        """
+        prefetched = self._inbox_prefetch.pop(uid, None)
+        if prefetched is not None:
+            return prefetched
         return await self._inboxes.call(uid)
 
     async def _inbox_many(self, uids: Sequence[str]) -> list[list[DirectMessage] | BaseException]:
