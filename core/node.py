@@ -39,7 +39,7 @@ from core.config import Settings
 from core.connection import Connection, Transport
 from core.hub import Hub
 from core.metrics import Metrics
-from core.netaddr import origin_allowed
+from core.netaddr import lockout_key, origin_allowed
 from core.outbound import Outbound
 from core.protocol import (
     CloseCode,
@@ -166,9 +166,13 @@ class Node:
             return None
         return Reject(403, CloseCode.FORBIDDEN, "origin_not_allowed", "origin not allowed")
 
+    def lockout_key(self, ip: str) -> str:
+        """What the lockout counts for ``ip`` (:func:`core.netaddr.lockout_key`)."""
+        return lockout_key(ip, self.settings.auth.lockout.ipv6_prefix)
+
     async def lockout_check(self, ip: str) -> Reject | None:
         try:
-            remaining = await self.backend.lockout_remaining(ip)
+            remaining = await self.backend.lockout_remaining(self.lockout_key(ip))
         except BackendUnavailable:
             return UNAVAILABLE
         return _locked_out(remaining) if remaining > 0 else None
@@ -186,7 +190,7 @@ class Node:
             locked = await self.lockout_check(ip)
             return locked if locked is not None else await self._auth_failed(ip, e.reason)
         try:
-            state = await self.backend.access_state(ip, claims.sub, claims.jti)
+            state = await self.backend.access_state(self.lockout_key(ip), claims.sub, claims.jti)
         except BackendUnavailable:
             self.metrics.backend_errors.inc()
             return UNAVAILABLE

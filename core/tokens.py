@@ -40,6 +40,7 @@ from core.auth import AuthError, Claims, JwtSettings, TokenIssuer, TokenType, To
 from core.backend.base import Backend, BackendUnavailable, NodeCommand, NodeOp, RotateOutcome
 from core.config import LockoutConfig
 from core.metrics import Metrics
+from core.netaddr import lockout_key
 from core.protocol import MAX_TOKEN_CHARS, CloseCode
 from core.refusal import Refusal, count_auth_failure
 from core.users import MAX_PASSWORD_CHARS, MAX_USERNAME_CHARS, UserStore
@@ -209,8 +210,11 @@ class TokenService:
         except AuthError as e:
             raise await self._failure(ip, e.reason, f"invalid token: {e.reason}") from None
 
+    def _key(self, ip: str) -> str:
+        return lockout_key(ip, self._lockout.ipv6_prefix)
+
     async def _refuse_locked_out(self, ip: str) -> None:
-        remaining = await self._backend.lockout_remaining(ip)
+        remaining = await self._backend.lockout_remaining(self._key(ip))
         if remaining > 0:
             raise TokenRefused(429, "locked_out", "too many authentication failures", remaining)
 
