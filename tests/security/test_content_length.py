@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import NodeFactory
 
-LENGTHS = ["²", "٣", "１", "-1", "+5", "1_0", "0x10", "5.0", "1e3"]
+LENGTHS = ["²", "٣", "\uff11", "-1", "+5", "1_0", "0x10", "5.0", "1e3"]
 PATHS = [("POST", "/auth/login"), ("POST", "/auth/refresh"), ("POST", "/api/kick")]
 
 
