@@ -29,6 +29,7 @@ from typing import Literal, Protocol
 __all__ = [
     "AccessState",
     "Admission",
+    "AttemptLimits",
     "Backend",
     "BackendListener",
     "BackendOptions",
@@ -217,6 +218,22 @@ class AccessState:
     lockout_s: float  # seconds the client ip stays blocked (0.0 = not blocked)
     revoked: bool  # the token's jti is blacklisted
     banned: bool  # the user is banned
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptLimits:
+    """The lockout an authentication attempt is reserved against (``auth.lockout``).
+
+    ``failures`` in ``window_s`` block the key for ``block_s``; attempts in flight
+    count against ``failures`` too, and at most ``max_in_flight`` run at once. An
+    attempt never settled (its node died) stops counting after ``in_flight_ttl_s``.
+    """
+
+    failures: int
+    window_s: float
+    block_s: float
+    max_in_flight: int
+    in_flight_ttl_s: float = 30.0
 
 
 class RotateOutcome(enum.Enum):
@@ -445,6 +462,28 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def lockout_remaining(self, ip: str) -> float:
         """Seconds ``ip`` stays blocked (0.0 when not blocked)."""
+
+    @abc.abstractmethod
+    async def attempt_begin(self, ip: str, attempt: str, limits: AttemptLimits) -> float:
+        """Reserve one authentication attempt of ``ip`` before any work is done for it.
+
+        Atomic and cluster-wide: refused (returns the seconds to wait, > 0) while
+        ``ip`` is blocked, while ``limits.max_in_flight`` attempts are in flight, or
+        while failures in the window plus attempts in flight reach
+        ``limits.failures``. Otherwise ``attempt`` (a unique id) is in flight from
+        now until :meth:`attempt_end` or ``limits.in_flight_ttl_s``, and 0.0 is
+        returned. So of any number of concurrent attempts, at most ``failures``
+        are ever reserved before the key is blocked.
+        """
+
+    @abc.abstractmethod
+    async def attempt_end(
+        self, ip: str, attempt: str, failed: bool, limits: AttemptLimits
+    ) -> float:
+        """Settle a reserved attempt: no longer in flight; when ``failed`` it counts as a
+        failure exactly as :meth:`record_auth_failure` would. Returns the seconds ``ip``
+        stays blocked. Settling an unknown or expired attempt only counts the failure.
+        """
 
     @abc.abstractmethod
     async def rate_hit(self, key: str, limit: int, window_s: float) -> float:

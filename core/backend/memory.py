@@ -39,6 +39,7 @@ from typing import Generic, TypeVar
 
 from core.backend.base import (
     Admission,
+    AttemptLimits,
     Backend,
     BackendListener,
     BackendOptions,
@@ -200,6 +201,8 @@ class MemoryBackend(Backend):
         #: ip -> monotonic time the block ends
         self._blocks: _ExpiringMap[str, float] = _ExpiringMap(mono)
         self._rates: dict[str, _SlidingLog] = {}
+        #: ip -> attempt id -> deadline of an authentication attempt in flight
+        self._in_flight: dict[str, _ExpiringMap[str, float]] = {}
         self._inboxes: _ExpiringMap[str, OrderedDict[str, DirectMessage]] = _ExpiringMap(mono)
 
     # -- life cycle ------------------------------------------------------------
@@ -248,7 +251,7 @@ class MemoryBackend(Backend):
             self._inboxes.purge,
         )
         removed = sum(purge() for purge in flat)
-        removed += _purge_nested(self._sessions)
+        removed += _purge_nested(self._sessions) + _purge_nested(self._in_flight)
         for room in list(self._members):
             removed += _purge_nested(self._members[room])
             if not self._members[room]:
@@ -270,6 +273,7 @@ class MemoryBackend(Backend):
             + len(self._rates)
         )
         sessions = sum(len(user) for user in self._sessions.values())
+        sessions += sum(len(attempts) for attempts in self._in_flight.values())
         members = sum(len(conns) for room in self._members.values() for conns in room.values())
         return flat + sessions + members
 
@@ -574,6 +578,43 @@ class MemoryBackend(Backend):
     async def lockout_remaining(self, ip: str) -> float:
         until = self._blocks.get(ip)
         return 0.0 if until is None else max(0.0, until - self._clock.monotonic())
+
+    async def attempt_begin(self, ip: str, attempt: str, limits: AttemptLimits) -> float:
+        """See :meth:`Backend.attempt_begin` (one step: nothing awaits inside)."""
+        remaining = await self.lockout_remaining(ip)
+        if remaining > 0:
+            return remaining
+        self._maybe_purge()
+        now = self._clock.monotonic()
+        log = self._failures.get(ip)
+        failed = 0
+        if log is not None:
+            log.window_s = limits.window_s
+            log.trim(now)
+            failed = len(log.times)
+        attempts = self._in_flight.get(ip)
+        if attempts is not None:
+            attempts.purge()
+        running = len(attempts) if attempts is not None else 0
+        if running >= limits.max_in_flight or failed + running >= limits.failures:
+            return min(1.0, limits.in_flight_ttl_s)
+        if attempts is None:
+            attempts = self._in_flight[ip] = _ExpiringMap(self._clock.monotonic)
+        attempts.put(attempt, now, now + limits.in_flight_ttl_s)
+        return 0.0
+
+    async def attempt_end(
+        self, ip: str, attempt: str, failed: bool, limits: AttemptLimits
+    ) -> float:
+        """See :meth:`Backend.attempt_end`."""
+        attempts = self._in_flight.get(ip)
+        if attempts is not None:
+            attempts.pop(attempt)
+            if not attempts:
+                del self._in_flight[ip]
+        if not failed:
+            return await self.lockout_remaining(ip)
+        return await self.record_auth_failure(ip, limits.failures, limits.window_s, limits.block_s)
 
     async def rate_hit(self, key: str, limit: int, window_s: float) -> float:
         """See :meth:`Backend.rate_hit`. Raises ValueError for ``limit < 1``."""

@@ -124,6 +124,10 @@ class RedisKeys:
         """ZSET of failure times (ms) inside the window."""
         return f"{self.prefix}{{l:{ip}}}:fail"
 
+    def lockout_in_flight(self, ip: str) -> str:
+        """ZSET attempt id -> expiry (ms): authentication attempts being checked."""
+        return f"{self.prefix}{{l:{ip}}}:infl"
+
     def lockout_block(self, ip: str) -> str:
         """STRING: end of the block (ms), expiring with it."""
         return f"{self.prefix}{{l:{ip}}}:block"

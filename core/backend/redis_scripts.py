@@ -29,6 +29,8 @@ __all__ = [
     "INBOX_ACK",
     "INBOX_LIST",
     "INBOX_PUT",
+    "LOCKOUT_BEGIN",
+    "LOCKOUT_END",
     "LOCKOUT_FAIL",
     "PRESENCE_MEMBERS",
     "RATED_PUBLISH",
@@ -393,6 +395,53 @@ local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
 if blocked > now then return blocked - now end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
 redis.call('ZADD', KEYS[1], now, ARGV[5])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], now + tonumber(ARGV[4]), 'PX', ARGV[4])
+  return tonumber(ARGV[4])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 0
+""",
+)
+
+LOCKOUT_BEGIN = Script(
+    "lockout_begin",
+    """
+-- KEYS: failure times, block, attempts in flight (id -> expiry ms).
+-- ARGV: now ms, window ms, failures, max in flight, attempt id, in-flight ttl ms.
+-- Returns 0 when the attempt is reserved, else the ms to wait: the block's rest, or
+-- (failures + attempts in flight reach the budget, or too many in flight) 1000.
+local now = tonumber(ARGV[1])
+local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
+if blocked > now then return blocked - now end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+local running = redis.call('ZCARD', KEYS[3])
+if running >= tonumber(ARGV[4])
+   or redis.call('ZCARD', KEYS[1]) + running >= tonumber(ARGV[3]) then
+  return math.min(1000, tonumber(ARGV[6]))
+end
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), ARGV[5])
+redis.call('PEXPIRE', KEYS[3], ARGV[6])
+return 0
+""",
+)
+
+LOCKOUT_END = Script(
+    "lockout_end",
+    """
+-- KEYS: failure times, block, attempts in flight. ARGV: now ms, window ms, failures,
+-- block ms, attempt id, failed (1/0), failure member. The attempt leaves the
+-- in-flight set; a failure is then counted exactly as lockout_fail does.
+-- Returns the ms the ip stays blocked (0 = not blocked).
+redis.call('ZREM', KEYS[3], ARGV[5])
+local now = tonumber(ARGV[1])
+local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
+if blocked > now then return blocked - now end
+if ARGV[6] ~= '1' then return 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('ZADD', KEYS[1], now, ARGV[7])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
   redis.call('DEL', KEYS[1])
   redis.call('SET', KEYS[2], now + tonumber(ARGV[4]), 'PX', ARGV[4])

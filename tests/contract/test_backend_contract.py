@@ -17,6 +17,7 @@ from collections import Counter
 import pytest
 
 from core.backend.base import (
+    AttemptLimits,
     Backend,
     DirectMessage,
     Membership,
@@ -465,6 +466,60 @@ async def test_lockout_window_slides(harness: Harness) -> None:
         assert await b.record_auth_failure("ip", 3, 1.0, 5.0) == 0.0
         await harness.advance(0.6)
     assert await b.lockout_remaining("ip") == 0.0
+
+
+async def test_attempts_are_reserved_atomically_within_the_budget(harness: Harness) -> None:
+    b = await harness.make_backend()
+    limits = AttemptLimits(failures=5, window_s=5.0, block_s=5.0, max_in_flight=100)
+    waits = await asyncio.gather(*(b.attempt_begin("ip", f"a{i}", limits) for i in range(60)))
+    reserved = [f"a{i}" for i, wait in enumerate(waits) if wait == 0.0]
+    assert len(reserved) == 5
+    assert all(0.0 < wait <= 1.0 for wait in waits if wait != 0.0)
+    blocked = [await b.attempt_end("ip", a, True, limits) for a in reserved]
+    assert blocked[:4] == [0.0] * 4 and 0.0 < blocked[4] <= 5.0
+    assert 0.0 < await b.lockout_remaining("ip") <= 5.0
+    assert 0.0 < await b.attempt_begin("ip", "late", limits) <= 5.0
+    assert await b.attempt_begin("other-ip", "x", limits) == 0.0
+
+
+async def test_attempts_in_flight_are_capped_and_successes_do_not_count(
+    harness: Harness,
+) -> None:
+    b = await harness.make_backend()
+    limits = AttemptLimits(failures=3, window_s=5.0, block_s=5.0, max_in_flight=2)
+    assert await b.attempt_begin("ip", "a", limits) == 0.0
+    assert await b.attempt_begin("ip", "b", limits) == 0.0
+    assert await b.attempt_begin("ip", "c", limits) > 0.0  # two in flight already
+    assert await b.attempt_end("ip", "a", False, limits) == 0.0
+    assert await b.attempt_begin("ip", "c", limits) == 0.0
+    for attempt in ("b", "c"):
+        assert await b.attempt_end("ip", attempt, False, limits) == 0.0
+    for i in range(10):  # successes never spend the budget
+        assert await b.attempt_begin("ip", f"ok{i}", limits) == 0.0
+        assert await b.attempt_end("ip", f"ok{i}", False, limits) == 0.0
+    assert await b.lockout_remaining("ip") == 0.0
+
+
+async def test_failed_attempts_share_the_window_with_other_failures(harness: Harness) -> None:
+    b = await harness.make_backend()
+    limits = AttemptLimits(failures=3, window_s=5.0, block_s=5.0, max_in_flight=3)
+    assert await b.record_auth_failure("ip", 3, 5.0, 5.0) == 0.0
+    assert await b.record_auth_failure("ip", 3, 5.0, 5.0) == 0.0
+    assert await b.attempt_begin("ip", "a", limits) == 0.0
+    assert await b.attempt_begin("ip", "b", limits) > 0.0  # 2 failures + 1 in flight
+    assert await b.attempt_end("ip", "a", True, limits) > 0.0
+    assert await b.attempt_end("ip", "unknown", True, limits) > 0.0  # blocked: not counted
+
+
+async def test_an_unsettled_attempt_stops_counting_after_its_ttl(harness: Harness) -> None:
+    b = await harness.make_backend()
+    limits = AttemptLimits(
+        failures=5, window_s=5.0, block_s=5.0, max_in_flight=1, in_flight_ttl_s=1.0
+    )
+    assert await b.attempt_begin("ip", "lost", limits) == 0.0
+    assert await b.attempt_begin("ip", "next", limits) > 0.0
+    await harness.advance(1.1)
+    assert await b.attempt_begin("ip", "next", limits) == 0.0
 
 
 async def test_rate_hit_sliding_window(harness: Harness) -> None:
