@@ -38,7 +38,7 @@ from core.metrics import Metrics
 from core.node import Node
 from core.protocol import CloseCode
 from core.users import load_users
-from handlers.app import make_app, start_heartbeat
+from handlers.app import make_app, make_metrics_app, start_heartbeat
 
 log = logging.getLogger("squall.server")
 
@@ -152,6 +152,7 @@ async def serve(settings: Settings, node_id: str, sockets: list[socket.socket]) 
     app = make_app(node)
     server = HTTPServer(app, **http_server_options(settings))
     server.add_sockets(sockets)
+    metrics_server = start_metrics_server(node, reuse_port=settings.server.workers > 1)
     if not await start_backend(node, stop):
         server.stop()
         await server.close_all_connections()
@@ -168,8 +169,22 @@ async def serve(settings: Settings, node_id: str, sockets: list[socket.socket]) 
     timer.stop()
     await node.stop()
     await server.close_all_connections()
+    if metrics_server is not None:
+        metrics_server.stop()
     log.info("node %s stopped", node_id)
     return 0
+
+
+def start_metrics_server(node: Node, reuse_port: bool) -> HTTPServer | None:
+    """``/metrics`` on ``server.metrics_port`` (plain HTTP, same host), if configured."""
+    built = make_metrics_app(node)
+    if built is None:
+        return None
+    app, port = built
+    server = HTTPServer(app)
+    server.add_sockets(bind_sockets(port, node.settings.server.host, reuse_port=reuse_port))
+    log.info("metrics on %s:%d", node.settings.server.host, port)
+    return server
 
 
 def tune_gc() -> None:
