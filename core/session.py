@@ -45,6 +45,7 @@ from core.protocol import (
     ok,
     pong,
 )
+from core.room_access import leave_disallowed
 
 __all__ = ["Session"]
 
@@ -253,6 +254,8 @@ class Session:
         await node.subs.sync(f.room)
 
     async def _pub(self, conn: Connection, f: PubFrame) -> None:
+        if not room_allowed(self._claims(conn), f.room):
+            raise RequestError(ErrCode.FORBIDDEN, "room not allowed", f.id)
         if f.room not in conn.rooms:
             raise RequestError(ErrCode.FORBIDDEN, "join the room before publishing", f.id)
         node = self.node
@@ -309,6 +312,7 @@ class Session:
         if result.sub != conn.uid:
             raise RequestError(ErrCode.FORBIDDEN, "token is for another user", f.id)
         conn.claims = result
+        await leave_disallowed(node, conn, result)
         node.rearm_expiry(conn)
         self._reply(conn, ok(f.id, exp=result.exp * 1000))
 

@@ -600,6 +600,9 @@
         if (s.seq !== null && frame.seq <= s.seq) return; // replayed and already seen
         s.seq = frame.seq;
         this._emit("msg", frame);
+      } else if (t === "left") {
+        // a refreshed token no longer allows the room: forget it (no rejoin)
+        if (this._rooms.delete(frame.room)) this._emit("left", frame);
       } else if (t === "presence") {
         if (this._rooms.has(frame.room)) this._emit("presence", frame);
       } else if (t === "dm") {
