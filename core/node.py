@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from core.admission_watch import Denial, denial_for_kick, mark_admitting, recheck
 from core.auth import AuthError, Claims, TokenVerifier
 from core.backend.base import (
     Backend,
@@ -239,6 +240,7 @@ class Node:
             jti=claims.jti,
         )
         policy: Policy = "reject" if limits.on_new_login == "reject" else "kick_oldest"
+        conn.claims = claims  # known while admitting: commands can aim at it
         self._admitting[conn.conn_id] = conn
         try:
             result = await self.backend.admit(record, limits.max_connections_per_user, policy)
@@ -278,16 +280,26 @@ class Node:
                     await self.backend.send_command(old.node_id, cmd)
                 except BackendUnavailable:
                     self.metrics.backend_errors.inc()
-        if conn.kicked is not None:
-            # A newer login evicted this one while it was being admitted.
-            await self.release(conn)
-            return Reject(429, CloseCode.REPLACED, "replaced", "replaced by a newer login", 1)
-        # Fetched here, inside the admission's await, rather than in a task of its own
-        # after the upgrade: one Task less per handshake.
+        # Revoked, banned or kicked meanwhile? (core/admission_watch.py)
         try:
-            conn.inbox = await self.backend.inbox_list(claims.sub)
+            denial = await recheck(self.backend, self.lockout_key(conn.ip), claims)
         except BackendUnavailable:
-            self.metrics.backend_errors.inc()  # delivered on the next connection instead
+            self.metrics.backend_errors.inc()
+            denial = Denial(503, UNAVAILABLE.close_code, UNAVAILABLE.error, UNAVAILABLE.message)
+        if denial is None:
+            # Fetched here, inside the admission's await, rather than in a task of its
+            # own after the upgrade: one Task less per handshake.
+            try:
+                conn.inbox = await self.backend.inbox_list(claims.sub)
+            except BackendUnavailable:
+                self.metrics.backend_errors.inc()  # delivered on the next connection instead
+            if conn.kicked is not None:
+                # A newer login evicted it, or a logout / ban / kick aimed at it.
+                denial = denial_for_kick(conn.kicked)
+        if denial is not None:
+            await self.release(conn)
+            retry = {429: 1.0, 503: 5.0}.get(denial.status)
+            return Reject(*denial, retry_after=retry)
         return None
 
     async def release(self, conn: Connection) -> None:
@@ -421,10 +433,12 @@ class Node:
         elif command.op is NodeOp.CLOSE_USER and command.uid is not None:
             for conn in self.hub.of_user(command.uid):
                 conn.close(code, reason)
+            mark_admitting(self.hub, self._admitting, command)
         elif command.op is NodeOp.CLOSE_JTI and command.jti is not None:
             for conn in self.hub:
                 if conn.claims is not None and conn.claims.jti == command.jti:
                     conn.close(code, reason)
+            mark_admitting(self.hub, self._admitting, command)
         elif command.op is NodeOp.DELIVER_DM and command.dm is not None:
             dm = command.dm
             out = Outbound(lambda enc: encode_dm(dm, False, enc))
