@@ -55,6 +55,8 @@ def build_backend(settings: Settings, node_id: str, clock: Clock) -> Backend:
         history_ttl_s=settings.rooms.history_ttl_s,
         offline_max_messages=settings.offline.max_messages,
         offline_ttl_s=settings.offline.ttl_s,
+        offline_max_bytes=settings.offline.max_bytes,
+        offline_max_per_sender=settings.offline.max_per_sender,
         session_ttl_s=2 * settings.heartbeat.interval_s,
     )
     if settings.backend.url is None:

@@ -10,12 +10,15 @@ costs at most ``outbound_buffer_bytes`` plus one frame.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.auth import Claims
 from core.backend.base import DirectMessage, Membership, Publication, SessionRecord
 from core.outbound import Outbound
 from core.protocol import CloseCode, Encoding, bye, encode
+
+if TYPE_CHECKING:
+    from core.inbox_delivery import InboxPaging
 
 __all__ = ["Connection", "Transport"]
 
@@ -62,6 +65,7 @@ class Connection:
         "memberships",
         "on_closed",
         "outbound_limit",
+        "paging",
         "pending_pubs",
         "record",
         "rooms",
@@ -102,6 +106,8 @@ class Connection:
         self.closed = False
         #: offline messages fetched at admission, written right after ``welcome``
         self.inbox: list[DirectMessage] | None = None
+        #: inbox delivery in progress (core/inbox_delivery.py)
+        self.paging: InboxPaging | None = None
         #: (code, reason) of an eviction that arrived before the connection opened
         self.kicked: tuple[int, str] | None = None
         #: called once with the close code when the core closes the connection

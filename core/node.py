@@ -39,6 +39,7 @@ from core.clock import Clock
 from core.config import Settings
 from core.connection import Connection, Transport
 from core.hub import Hub
+from core.inbox_delivery import admission_page, start_inbox
 from core.metrics import Metrics
 from core.netaddr import lockout_key, origin_allowed
 from core.outbound import Outbound
@@ -290,7 +291,7 @@ class Node:
             # Fetched here, inside the admission's await, rather than in a task of its
             # own after the upgrade: one Task less per handshake.
             try:
-                conn.inbox = await self.backend.inbox_list(claims.sub)
+                conn.inbox = await admission_page(self, claims.sub)
             except BackendUnavailable:
                 self.metrics.backend_errors.inc()  # delivered on the next connection instead
             if conn.kicked is not None:
@@ -349,9 +350,7 @@ class Node:
         self.metrics.frames_out.labels("welcome").inc()
         pending, conn.inbox = conn.inbox, None
         if pending:
-            for dm in pending:
-                conn.send(Outbound(partial(encode_dm, dm, True)))
-            self.metrics.frames_out.labels("dm").inc(len(pending))
+            start_inbox(self, conn, pending)  # in pages paced by acks
 
     def rearm_expiry(self, conn: Connection) -> None:
         assert conn.claims is not None

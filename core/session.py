@@ -15,6 +15,7 @@ from core.auth import Claims, room_allowed
 from core.backend.base import (
     BackendUnavailable,
     DirectMessage,
+    InboxQuotaExceeded,
     Membership,
     NodeCommand,
     NodeOp,
@@ -22,6 +23,7 @@ from core.backend.base import (
     RateSpec,
 )
 from core.connection import Connection
+from core.inbox_delivery import QUOTA_REASON, check_recipient, inbox_acked
 from core.node import Node, Reject
 from core.outbound import Outbound
 from core.protocol import (
@@ -169,8 +171,7 @@ class Session:
         elif isinstance(frame, SendFrame):
             await self._send(conn, frame)
         elif isinstance(frame, AckFrame):
-            assert conn.uid is not None
-            await self.node.backend.inbox_ack(conn.uid, frame.mids)
+            await inbox_acked(self.node, conn, frame.mids)
         elif isinstance(frame, PresenceFrame):
             await self._presence(conn, frame)
         elif isinstance(frame, RefreshFrame):
@@ -291,6 +292,8 @@ class Session:
 
     async def _send(self, conn: Connection, f: SendFrame) -> None:
         node = self.node
+        assert conn.uid is not None
+        await check_recipient(node, conn.uid, f.to, f.id)
         dm = DirectMessage(
             mid=secrets.token_urlsafe(12),
             to_uid=f.to,
@@ -298,7 +301,10 @@ class Session:
             data=f.data,
             ts=node.now_ms(),
         )
-        result = await deliver_dm(node, dm)
+        try:
+            result = await deliver_dm(node, dm)
+        except InboxQuotaExceeded:
+            raise RequestError(ErrCode.RATE_LIMITED, QUOTA_REASON, f.id) from None
         self._reply(conn, ok(f.id, mid=dm.mid, online=result[0], queued=result[1]))
 
     # -- tokens ----------------------------------------------------------------

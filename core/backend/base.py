@@ -35,6 +35,7 @@ __all__ = [
     "BackendOptions",
     "BackendUnavailable",
     "DirectMessage",
+    "InboxQuotaExceeded",
     "Membership",
     "NodeCommand",
     "NodeOp",
@@ -47,6 +48,7 @@ __all__ = [
     "RoomPosition",
     "RotateOutcome",
     "SessionRecord",
+    "inbox_size",
 ]
 
 Policy = Literal["kick_oldest", "reject"]
@@ -69,6 +71,10 @@ class RateSpec:
     window_s: float
 
 
+class InboxQuotaExceeded(Exception):
+    """A sender already has ``offline_max_per_sender`` unacked messages in one inbox."""
+
+
 class BackendUnavailable(Exception):
     """The shared store cannot be reached or answered with an error.
 
@@ -86,6 +92,10 @@ class BackendOptions:
     history_ttl_s: int = 3600
     offline_max_messages: int = 1000
     offline_ttl_s: int = 604800
+    #: bytes (:func:`inbox_size`) one inbox holds at most; the oldest go beyond
+    offline_max_bytes: int = 1048576
+    #: unacked messages one sender may have in one inbox; 0 = no quota
+    offline_max_per_sender: int = 0
     #: how long a session record or room membership lives without a refresh
     #: (the composition root sets it to 2 x heartbeat.interval_s)
     session_ttl_s: float = 50.0
@@ -155,6 +165,16 @@ class DirectMessage:
     from_uid: str | None
     data: bytes
     ts: int
+
+
+#: Bytes counted per inbox message on top of its data and ids (frame keys, ts, flags).
+INBOX_ENTRY_OVERHEAD = 64
+
+
+def inbox_size(dm: DirectMessage) -> int:
+    """What one message weighs in an inbox's byte cap and in an inbox page."""
+    sender = dm.from_uid or ""
+    return len(dm.data) + len(dm.mid) + len(sender.encode("utf-8")) + INBOX_ENTRY_OVERHEAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,13 +518,32 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def inbox_put(self, dm: DirectMessage) -> bool:
-        """Store ``dm`` until acked (bounded by ``offline_max_messages``, oldest dropped,
-        expiring ``offline_ttl_s`` after the last put). True when stored."""
+        """Store ``dm`` until acked, expiring ``offline_ttl_s`` after the last put.
+        True when stored.
+
+        Atomic. Bounded: beyond ``offline_max_messages`` messages or
+        ``offline_max_bytes`` (:func:`inbox_size`) the oldest are dropped (the newest
+        message always stays). A sender (``from_uid`` not None) that already has
+        ``offline_max_per_sender`` unacked messages in this inbox is refused with
+        :class:`InboxQuotaExceeded` and nothing changes; acks and drops free its quota.
+        """
 
     @abc.abstractmethod
-    async def inbox_list(self, uid: str) -> list[DirectMessage]:
-        """Unacked messages of ``uid``, oldest first."""
+    async def inbox_list(self, uid: str, max_bytes: int | None = None) -> list[DirectMessage]:
+        """Unacked messages of ``uid``, oldest first.
+
+        With ``max_bytes``, only the oldest ones whose :func:`inbox_size` add up to at
+        most ``max_bytes`` (always at least one when the inbox is not empty): a page.
+        """
 
     @abc.abstractmethod
     async def inbox_ack(self, uid: str, mids: Sequence[str]) -> int:
         """Remove acked messages; returns how many were removed."""
+
+    @abc.abstractmethod
+    async def mark_seen(self, uid: str, ttl_s: int) -> None:
+        """Remember for ``ttl_s`` that ``uid`` connected (``offline.recipients: known``)."""
+
+    @abc.abstractmethod
+    async def was_seen(self, uid: str) -> bool:
+        """True while a :meth:`mark_seen` of ``uid`` lasts. Raises rather than guess."""

@@ -44,6 +44,7 @@ from core.backend.base import (
     BackendListener,
     BackendOptions,
     DirectMessage,
+    InboxQuotaExceeded,
     Membership,
     NodeCommand,
     Policy,
@@ -55,6 +56,7 @@ from core.backend.base import (
     RoomPosition,
     RotateOutcome,
     SessionRecord,
+    inbox_size,
 )
 from core.clock import Clock
 
@@ -638,21 +640,44 @@ class MemoryBackend(Backend):
 
         Putting a known ``mid`` again replaces the message in place.
         """
-        if self.options.offline_max_messages < 1:
+        opts = self.options
+        if opts.offline_max_messages < 1:
             return False
         self._maybe_purge()
         box = self._inboxes.get(dm.to_uid)
         if box is None:
             box = OrderedDict()
+        quota = opts.offline_max_per_sender
+        sender = dm.from_uid
+        if (
+            dm.mid not in box
+            and quota > 0
+            and sender is not None
+            and sum(1 for m in box.values() if m.from_uid == sender) >= quota
+        ):
+            raise InboxQuotaExceeded(sender)
         box[dm.mid] = dm
-        while len(box) > self.options.offline_max_messages:
-            box.popitem(last=False)
-        self._inboxes.put(dm.to_uid, box, self._deadline(self.options.offline_ttl_s))
+        total = sum(inbox_size(m) for m in box.values())
+        while len(box) > opts.offline_max_messages or (
+            total > opts.offline_max_bytes and len(box) > 1
+        ):
+            _, dropped = box.popitem(last=False)
+            total -= inbox_size(dropped)
+        self._inboxes.put(dm.to_uid, box, self._deadline(opts.offline_ttl_s))
         return True
 
-    async def inbox_list(self, uid: str) -> list[DirectMessage]:
+    async def inbox_list(self, uid: str, max_bytes: int | None = None) -> list[DirectMessage]:
         box = self._inboxes.get(uid)
-        return [] if box is None else list(box.values())
+        if box is None:
+            return []
+        page: list[DirectMessage] = []
+        total = 0
+        for dm in box.values():
+            total += inbox_size(dm)
+            if max_bytes is not None and page and total > max_bytes:
+                break
+            page.append(dm)
+        return page
 
     async def inbox_ack(self, uid: str, mids: Sequence[str]) -> int:
         box = self._inboxes.get(uid)
@@ -662,3 +687,10 @@ class MemoryBackend(Backend):
         if not box:
             self._inboxes.pop(uid)
         return removed
+
+    async def mark_seen(self, uid: str, ttl_s: int) -> None:
+        self._maybe_purge()
+        self._kv.put(f"seen:{uid}", "1", self._deadline(ttl_s))
+
+    async def was_seen(self, uid: str) -> bool:
+        return self._kv.get(f"seen:{uid}") is not None

@@ -85,6 +85,15 @@ class RedisKeys:
         """HASH mid -> msgpack direct message."""
         return f"{self.prefix}{{u:{uid}}}:ibm"
 
+    def inbox_info(self, uid: str) -> str:
+        """HASH ``bytes`` -> total size, ``s:<sender>`` -> unacked count,
+        ``m:<mid>`` -> ``<size>|<sender>``."""
+        return f"{self.prefix}{{u:{uid}}}:ibi"
+
+    def seen(self, uid: str) -> str:
+        """STRING, present while ``uid`` counts as a known user."""
+        return f"{self.prefix}{{u:{uid}}}:seen"
+
     # -- nodes ------------------------------------------------------------------
 
     def nodes(self) -> str:

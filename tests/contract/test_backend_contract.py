@@ -20,6 +20,7 @@ from core.backend.base import (
     AttemptLimits,
     Backend,
     DirectMessage,
+    InboxQuotaExceeded,
     Membership,
     NodeCommand,
     NodeOp,
@@ -28,6 +29,7 @@ from core.backend.base import (
     RateSpec,
     RotateOutcome,
     SessionRecord,
+    inbox_size,
 )
 from core.backend.memory import PURGE_INTERVAL_S, MemoryBackend
 from tests.contract.conftest import Harness, Recorder
@@ -586,6 +588,75 @@ async def test_inbox_expires_after_last_put(harness: Harness) -> None:
     assert [m.mid for m in await b.inbox_list("bob")] == ["m1", "m2"]
     await harness.advance(1.1)
     assert await b.inbox_list("bob") == []
+
+
+def sized(mid: str, size: int, sender: str | None = "alice", to: str = "bob") -> DirectMessage:
+    data = b"x" * (size - inbox_size(DirectMessage(mid, to, sender, b"", 0)))
+    message = DirectMessage(mid=mid, to_uid=to, from_uid=sender, data=data, ts=0)
+    assert inbox_size(message) == size
+    return message
+
+
+async def test_inbox_byte_cap_drops_the_oldest_and_keeps_the_newest(harness: Harness) -> None:
+    b = await harness.make_backend(offline_max_bytes=1000)
+    for i in range(5):
+        assert await b.inbox_put(sized(f"m{i}", 300))
+    assert [m.mid for m in await b.inbox_list("bob")] == ["m2", "m3", "m4"]
+    assert await b.inbox_ack("bob", ["m2"]) == 1
+    assert await b.inbox_put(sized("m5", 300))
+    assert [m.mid for m in await b.inbox_list("bob")] == ["m3", "m4", "m5"]
+    assert await b.inbox_put(sized("huge", 5000))  # alone over the cap: it stays, alone
+    assert [m.mid for m in await b.inbox_list("bob")] == ["huge"]
+
+
+async def test_inbox_sender_quota_refuses_and_acks_free_it(harness: Harness) -> None:
+    b = await harness.make_backend(offline_max_per_sender=2)
+    assert await b.inbox_put(sized("a1", 100, "mallory"))
+    assert await b.inbox_put(sized("a2", 100, "mallory"))
+    with pytest.raises(InboxQuotaExceeded):
+        await b.inbox_put(sized("a3", 100, "mallory"))
+    assert await b.inbox_put(sized("a2", 120, "mallory"))  # replacing a known mid is no new one
+    assert await b.inbox_put(sized("c1", 100, "carol"))  # other senders are not affected
+    assert await b.inbox_put(sized("s1", 100, None))  # nor the server API
+    assert await b.inbox_put(sized("s2", 100, None))
+    assert await b.inbox_put(sized("s3", 100, None))
+    assert await b.inbox_put(sized("a1", 100, "mallory", to="dave"))  # per recipient
+    assert [m.mid for m in await b.inbox_list("bob")] == ["a1", "a2", "c1", "s1", "s2", "s3"]
+    assert await b.inbox_ack("bob", ["a1"]) == 1
+    assert await b.inbox_put(sized("a3", 100, "mallory"))
+    with pytest.raises(InboxQuotaExceeded):
+        await b.inbox_put(sized("a4", 100, "mallory"))
+
+
+async def test_inbox_quota_is_freed_by_drops_too(harness: Harness) -> None:
+    b = await harness.make_backend(offline_max_per_sender=2, offline_max_messages=2)
+    assert await b.inbox_put(sized("a1", 100, "mallory"))
+    assert await b.inbox_put(sized("a2", 100, "mallory"))
+    assert await b.inbox_put(sized("c1", 100, "carol"))  # drops a1
+    assert await b.inbox_put(sized("a3", 100, "mallory"))  # quota: a2 only, drops a2
+    assert [m.mid for m in await b.inbox_list("bob")] == ["c1", "a3"]
+
+
+async def test_inbox_pages_by_bytes(harness: Harness) -> None:
+    b = await harness.make_backend()
+    for i in range(6):
+        assert await b.inbox_put(sized(f"m{i}", 250))
+    page = await b.inbox_list("bob", max_bytes=600)
+    assert [m.mid for m in page] == ["m0", "m1"]
+    assert [m.mid for m in await b.inbox_list("bob", max_bytes=100)] == ["m0"]  # at least one
+    assert len(await b.inbox_list("bob", max_bytes=10_000)) == 6
+    assert await b.inbox_ack("bob", [m.mid for m in page]) == 2
+    assert [m.mid for m in await b.inbox_list("bob", max_bytes=600)] == ["m2", "m3"]
+    assert await b.inbox_list("nobody", max_bytes=600) == []
+
+
+async def test_seen_users_are_remembered_for_a_while(harness: Harness) -> None:
+    b = await harness.make_backend()
+    assert not await b.was_seen("bob")
+    await b.mark_seen("bob", 1)
+    assert await b.was_seen("bob") and not await b.was_seen("carol")
+    await harness.advance(1.1)
+    assert not await b.was_seen("bob")
 
 
 # -- several nodes of one cluster (kinds with a shared store) --------------------
