@@ -116,7 +116,7 @@ async def drain(node: Node, drain_s: float) -> None:
         if step >= 0.001 and i % 10 == 9:
             await asyncio.sleep(step * 10)
     try:
-        await asyncio.wait_for(node.wait_empty(), max(0.0, deadline - loop.time()))
+        await asyncio.wait_for(node.life.wait_empty(), max(0.0, deadline - loop.time()))
     except TimeoutError:
         log.warning("%d connections still open after drain_s", len(node.hub))
 
@@ -164,7 +164,7 @@ async def serve(settings: Settings, node_id: str, sockets: list[socket.socket]) 
     log.info("squall node %s listening on %s:%d", node_id, host, port)
     await stop.wait()
     log.info("draining %d connections over %.1fs", len(node.hub), settings.server.drain_s)
-    node.draining = True
+    node.life.draining = True
     node.metrics.draining.set(1)
     server.stop()
     await drain(node, settings.server.drain_s)

@@ -24,47 +24,38 @@ login, not a survivor, and stays.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
 
 from core.auth import Claims
 from core.backend.base import Backend, NodeCommand, NodeOp
+from core.codes import CloseCode
 from core.connection import Connection
+from core.errors import Refusal
 from core.hub import Hub
-from core.protocol import CloseCode
 
-__all__ = ["Denial", "denial_for_kick", "mark_admitting", "recheck"]
-
-
-class Denial(NamedTuple):
-    """The fields of a refused handshake (``core.node.Reject``)."""
-
-    status: int
-    close_code: CloseCode
-    error: str
-    message: str
+__all__ = ["mark_admitting", "recheck", "refusal_for_kick"]
 
 
-async def recheck(backend: Backend, lockout_key: str, claims: Claims) -> Denial | None:
+async def recheck(backend: Backend, lockout_key: str, claims: Claims) -> Refusal | None:
     """Revocation and ban read again after the session record was written.
 
     Raises ``BackendUnavailable`` (the caller refuses: fails closed).
     """
     state = await backend.access_state(lockout_key, claims.sub, claims.jti)
     if state.revoked:
-        return Denial(401, CloseCode.KICKED, "unauthorized", "invalid token: revoked")
+        return Refusal(401, "unauthorized", "invalid token: revoked", None, CloseCode.KICKED)
     if state.banned:
-        return Denial(403, CloseCode.FORBIDDEN, "banned", "user is banned")
+        return Refusal(403, "banned", "user is banned")
     return None
 
 
-def denial_for_kick(kicked: tuple[int, str]) -> Denial:
+def refusal_for_kick(kicked: tuple[int, str]) -> Refusal:
     """The refusal of a connection marked by a command while it was being admitted."""
     code, reason = kicked
     if code == CloseCode.REPLACED:
-        return Denial(429, CloseCode.REPLACED, "replaced", reason)
+        return Refusal(429, "replaced", reason, 1, CloseCode.REPLACED)
     if code == CloseCode.FORBIDDEN:
-        return Denial(403, CloseCode.FORBIDDEN, "forbidden", reason)
-    return Denial(401, CloseCode(code), "unauthorized", reason)
+        return Refusal(403, "forbidden", reason)
+    return Refusal(401, "unauthorized", reason, None, CloseCode(code))
 
 
 def mark_admitting(hub: Hub, admitting: Mapping[str, Connection], command: NodeCommand) -> None:

@@ -23,6 +23,9 @@ class Hub:
         self._conns: dict[str, Connection] = {}
         self._users: dict[str, dict[str, Connection]] = {}
         self._rooms: dict[str, dict[str, Connection]] = {}
+        #: connections admitted (or being admitted) but not yet open, by conn id: a
+        #: kick_oldest eviction can reach one in this window and must not be lost
+        self.admitting: dict[str, Connection] = {}
 
     # -- connections -----------------------------------------------------------
 

@@ -5,12 +5,12 @@ Guarantees:
 
 * **A recipient is never cut for its own backlog.** Admission fetches one page of
   the inbox (:func:`page_bytes`: half of ``limits.outbound_buffer_bytes`` of
-  :func:`~core.backend.base.inbox_size`); after ``welcome`` the messages are
-  written while the connection's outbound buffer holds less than half its limit
-  (at least one when none is waiting for its ack). The next messages, and then the
-  next page, follow only once every message written so far is acked. So the
-  inbox adds at most half the buffer to it, whatever its size (a slow-consumer cut,
-  4011, needs the client itself to stop reading).
+  :func:`~core.backend.base.inbox_size`); after ``welcome`` messages are written
+  up to half the outbound buffer (a quarter on the JSON subprotocol, whose frames
+  may be larger; at least one). The next messages, and then the next page, follow
+  only once every message written so far is acked. So the inbox adds at most half
+  the buffer to it, whatever its size (a slow-consumer cut, 4011, needs the client
+  itself to stop reading).
 * Messages delivered live and not yet acked may come again as ``offline`` ones
   when a later page is fetched (clients de-duplicate by ``mid``); a client that
   never acks receives one page per connection.
@@ -30,13 +30,16 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
-from core.backend.base import DirectMessage
+from core.backend.base import Backend, DirectMessage, inbox_size
+from core.codes import ErrCode
+from core.config import Settings
+from core.errors import RequestError
+from core.metrics import Metrics
 from core.outbound import Outbound
-from core.protocol import ErrCode, RequestError, encode_dm
+from core.protocol import Encoding, encode_dm
 
 if TYPE_CHECKING:
     from core.connection import Connection
-    from core.node import Node
 
 __all__ = [
     "QUOTA_REASON",
@@ -68,45 +71,49 @@ def page_bytes(outbound_buffer_bytes: int) -> int:
     return max(1, outbound_buffer_bytes // 2)
 
 
-async def admission_page(node: Node, uid: str) -> list[DirectMessage]:
+async def admission_page(backend: Backend, settings: Settings, uid: str) -> list[DirectMessage]:
     """What an admission fetches: marks ``uid`` as seen (``recipients: known``) and
     returns the first inbox page. Raises ``BackendUnavailable``."""
-    offline = node.settings.offline
+    offline = settings.offline
     if offline.recipients == "known":
-        await node.backend.mark_seen(uid, offline.ttl_s)
-    return await node.backend.inbox_list(
-        uid, page_bytes(node.settings.limits.outbound_buffer_bytes)
-    )
+        await backend.mark_seen(uid, offline.ttl_s)
+    return await backend.inbox_list(uid, page_bytes(settings.limits.outbound_buffer_bytes))
 
 
-def start_inbox(node: Node, conn: Connection, page: list[DirectMessage]) -> None:
+def start_inbox(conn: Connection, page: list[DirectMessage], metrics: Metrics) -> None:
     """Begin delivering ``page`` (right after ``welcome``)."""
     conn.paging = InboxPaging(deque(page))
-    _pump(node, conn)
+    _pump(conn, metrics)
 
 
-def _pump(node: Node, conn: Connection) -> None:
+def _pump(conn: Connection, metrics: Metrics) -> None:
+    """Write queued messages until half the outbound buffer is used by this round
+    (JSON may inflate data: a quarter there); at least one when none is unacked."""
     paging = conn.paging
     if paging is None:
         return
-    half = conn.outbound_limit // 2
-    written = 0
+    budget = conn.outbound_limit // (2 if conn.encoding == Encoding.MSGPACK else 4)
+    used = written = 0
     while paging.queue:
-        if (paging.unacked or written) and conn.transport.buffered() >= half:
+        size = inbox_size(paging.queue[0])
+        if (paging.unacked or written) and used + size > budget:
             break
         dm = paging.queue.popleft()
         if not conn.send(Outbound(partial(encode_dm, dm, True))):
             break
         paging.unacked.add(dm.mid)
+        used += size
         written += 1
     if written:
-        node.metrics.frames_out.labels("dm").inc(written)
+        metrics.frames_out.labels("dm").inc(written)
 
 
-async def inbox_acked(node: Node, conn: Connection, mids: Sequence[str]) -> None:
+async def inbox_acked(
+    backend: Backend, settings: Settings, metrics: Metrics, conn: Connection, mids: Sequence[str]
+) -> None:
     """An ``ack`` frame: remove the messages, then write more once all are acked."""
     assert conn.uid is not None
-    await node.backend.inbox_ack(conn.uid, mids)
+    await backend.inbox_ack(conn.uid, mids)
     paging = conn.paging
     if paging is None:
         return
@@ -117,16 +124,17 @@ async def inbox_acked(node: Node, conn: Connection, mids: Sequence[str]) -> None
         if not paging.more:
             conn.paging = None
             return
-        limit = page_bytes(node.settings.limits.outbound_buffer_bytes)
-        page = await node.backend.inbox_list(conn.uid, limit)
+        page = await backend.inbox_list(conn.uid, page_bytes(settings.limits.outbound_buffer_bytes))
         paging.more = bool(page)
         paging.queue.extend(page)
-    _pump(node, conn)
+    _pump(conn, metrics)
 
 
-async def check_recipient(node: Node, sender: str, to: str, request_id: int) -> None:
+async def check_recipient(
+    backend: Backend, settings: Settings, sender: str, to: str, request_id: int
+) -> None:
     """``offline.recipients: known``: refuse (404) a user never seen connected."""
-    if node.settings.offline.recipients != "known" or to == sender:
+    if settings.offline.recipients != "known" or to == sender:
         return
-    if not await node.backend.was_seen(to):
+    if not await backend.was_seen(to):
         raise RequestError(ErrCode.NOT_FOUND, "unknown user", request_id)

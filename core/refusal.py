@@ -10,23 +10,11 @@ from __future__ import annotations
 from typing import Protocol
 
 from core.backend.base import Backend, BackendUnavailable
+from core.errors import Refusal
 from core.metrics import Metrics
 from core.netaddr import lockout_key
 
 __all__ = ["LockoutSettings", "Refusal", "count_auth_failure"]
-
-
-class Refusal(Exception):
-    """A refused request: HTTP ``status`` and PROTOCOL.md's JSON error fields."""
-
-    def __init__(
-        self, status: int, error: str, message: str, retry_after: float | None = None
-    ) -> None:
-        super().__init__(f"{status} {error}: {message}")
-        self.status = status
-        self.error = error
-        self.message = message
-        self.retry_after = retry_after
 
 
 class LockoutSettings(Protocol):

@@ -15,14 +15,15 @@ Guarantees of :func:`leave_disallowed`:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core.auth import Claims, room_allowed
-from core.backend.base import BackendUnavailable, Membership
+from core.backend.base import Backend, Membership
 from core.connection import Connection
-
-if TYPE_CHECKING:
-    from core.node import Node
+from core.errors import BackendUnavailable
+from core.hub import Hub
+from core.metrics import Metrics
+from core.subscriptions import Subscriptions
 
 __all__ = ["LEFT_REASON", "leave_disallowed", "left_frame"]
 
@@ -34,23 +35,31 @@ def left_frame(room: str, reason: str = LEFT_REASON) -> dict[str, Any]:
     return {"t": "left", "room": room, "code": 403, "reason": reason}
 
 
-async def leave_disallowed(node: Node, conn: Connection, claims: Claims) -> list[str]:
+async def leave_disallowed(
+    conn: Connection,
+    claims: Claims,
+    *,
+    hub: Hub,
+    backend: Backend,
+    subs: Subscriptions,
+    metrics: Metrics,
+    announce: bool,
+) -> list[str]:
     """Leave every room of ``conn`` that ``claims`` do not allow; returns them."""
     rooms = sorted(room for room in conn.rooms if not room_allowed(claims, room))
     if not rooms or conn.uid is None:
         return rooms
     for room in rooms:  # local first: nothing more is delivered for these rooms
-        node.hub.remove_member(room, conn)
+        hub.remove_member(room, conn)
         conn.joining.pop(room, None)
         conn.send_frame(left_frame(room))
-    node.metrics.frames_out.labels("left").inc(len(rooms))
-    node.metrics.rooms.set(node.hub.room_count())
-    announce = node.settings.rooms.presence_events
+    metrics.frames_out.labels("left").inc(len(rooms))
+    metrics.rooms.set(hub.room_count())
     for room in rooms:
         try:
-            await node.backend.presence_leave(Membership(room, conn.uid, conn.conn_id), announce)
-            await node.subs.sync(room)
+            await backend.presence_leave(Membership(room, conn.uid, conn.conn_id), announce)
+            await subs.sync(room)
         except BackendUnavailable:
             # The membership expires with its next missed refresh; the room is left here.
-            node.metrics.backend_errors.inc()
+            metrics.backend_errors.inc()
     return rooms

@@ -26,7 +26,6 @@ from handlers.ops import (
     ReadyHandler,
     metrics_exposure,
 )
-from handlers.transport import WriteBatcher
 from handlers.ws import SquallSocket
 
 __all__ = ["make_app", "make_metrics_app", "start_heartbeat"]
@@ -56,9 +55,7 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     )
 
 
-def make_app(
-    node: Node, extra_routes: list[Any] | None = None, batcher: WriteBatcher | None = None
-) -> tornado.web.Application:
+def make_app(node: Node, extra_routes: list[Any] | None = None) -> tornado.web.Application:
     """The application serving one node.
 
     Raises ValueError naming ``auth.users_file`` when that file is malformed.
@@ -74,18 +71,11 @@ def make_app(
                 "node": node,
                 "session": session,
                 "trusted": trusted,
-                "batcher": batcher or WriteBatcher(),
             },
         ),
         (r"/healthz", HealthHandler, deps),
         (r"/readyz", ReadyHandler, deps),
-        (
-            r"/metrics",
-            MetricsHandler
-            if metrics_exposure(node.settings.server) == "main"
-            else MetricsElsewhereHandler,
-            deps,
-        ),
+        (r"/metrics", _metrics_handler(node), deps),
         *auth_routes(node, trusted),
         *api_routes(node, trusted),
     ]
@@ -96,6 +86,13 @@ def make_app(
         log_function=_log_request,
         websocket_max_message_size=node.settings.limits.max_frame_bytes,
     )
+
+
+def _metrics_handler(node: Node) -> type[tornado.web.RequestHandler]:
+    """``/metrics`` on the main port: served, or 404 saying where it went."""
+    if metrics_exposure(node.settings.server) == "main":
+        return MetricsHandler
+    return MetricsElsewhereHandler
 
 
 def _static_routes(demo: bool, dashboard: bool) -> list[Any]:

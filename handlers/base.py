@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+from types import TracebackType
 from typing import Any
 
 import tornado.web
+
+app_log = logging.getLogger("tornado.application")
+gen_log = logging.getLogger("tornado.general")
 
 __all__ = ["SafeRequestMixin", "write_json_error"]
 
@@ -14,8 +19,22 @@ __all__ = ["SafeRequestMixin", "write_json_error"]
 class SafeRequestMixin(tornado.web.RequestHandler):
     """Never puts the query string (which may hold ``?token=``) in a log line."""
 
-    def _request_summary(self) -> str:
+    def request_summary(self) -> str:
         return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
+
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Tornado's uncaught-exception log, without the query string or the request repr."""
+        if isinstance(value, tornado.web.HTTPError):
+            message = value.get_message()
+            if message:
+                gen_log.warning("%d %s: %s", value.status_code, self.request_summary(), message)
+        else:
+            app_log.error("Uncaught exception %s", self.request_summary(), exc_info=value)
 
 
 def write_json_error(

@@ -26,6 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from core.errors import BackendUnavailable, RateLimited
+from core.messages import DirectMessage, PresenceEvent, Publication, Recovery, RoomPosition
+
 __all__ = [
     "AccessState",
     "Admission",
@@ -54,14 +57,6 @@ __all__ = [
 Policy = Literal["kick_oldest", "reject"]
 
 
-class RateLimited(Exception):
-    """An event refused by a sliding-window rate limit; retry after ``retry_after`` s."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"rate limited, retry after {retry_after:.3f} s")
-        self.retry_after = retry_after
-
-
 @dataclass(frozen=True, slots=True)
 class RateSpec:
     """A sliding-window limit to charge an operation to: ``limit`` per ``window_s``."""
@@ -73,14 +68,6 @@ class RateSpec:
 
 class InboxQuotaExceeded(Exception):
     """A sender already has ``offline_max_per_sender`` unacked messages in one inbox."""
-
-
-class BackendUnavailable(Exception):
-    """The shared store cannot be reached or answered with an error.
-
-    Raised instead of guessing: a caller must never treat it as "not banned",
-    "not revoked" or "allowed".
-    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,72 +86,6 @@ class BackendOptions:
     #: how long a session record or room membership lives without a refresh
     #: (the composition root sets it to 2 x heartbeat.interval_s)
     session_ttl_s: float = 50.0
-
-
-@dataclass(frozen=True, slots=True)
-class Publication:
-    """One room message, as stored in history and delivered to every node.
-
-    ``data`` is the MessagePack encoding of the client's ``data`` value and travels
-    as bytes end to end. ``origin`` is ``"<conn_id>:<request id>"`` of the ``pub``
-    that produced it (``None`` for server API publications) so the publishing
-    node can put the ``ok`` before the ``msg`` on the sender's connection.
-    """
-
-    room: str
-    seq: int
-    epoch: str
-    from_uid: str | None
-    ts: int
-    data: bytes
-    origin: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RoomPosition:
-    """The latest ``seq`` of a room (0 when nothing was published) and its epoch."""
-
-    seq: int
-    epoch: str
-
-
-@dataclass(frozen=True, slots=True)
-class Recovery:
-    """What :meth:`Backend.recover` found.
-
-    ``publications`` are those with ``since < seq <= position.seq`` still in history,
-    ascending and gap-free. ``recovered`` is True only when they are *all* of them:
-    the client's epoch (if given) matches and history reaches back to ``since + 1``.
-    """
-
-    publications: list[Publication]
-    position: RoomPosition
-    recovered: bool
-
-
-@dataclass(frozen=True, slots=True)
-class PresenceEvent:
-    """A user's first connection joined a room, or its last one left (cluster-wide).
-
-    ``origin`` is the connection id whose join/leave caused it; that connection
-    does not receive the event.
-    """
-
-    room: str
-    uid: str
-    event: Literal["join", "leave"]
-    origin: str
-
-
-@dataclass(frozen=True, slots=True)
-class DirectMessage:
-    """A private message. ``from_uid`` is ``None`` for messages sent by the server API."""
-
-    mid: str
-    to_uid: str
-    from_uid: str | None
-    data: bytes
-    ts: int
 
 
 #: Bytes counted per inbox message on top of its data and ids (frame keys, ts, flags).

@@ -34,16 +34,15 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
 from core.backend.backoff import RetryPolicy
+from core.backend.redis_edge import RawConnection
 from core.clock import Clock
 
 __all__ = ["FAILURES", "PubSub", "describe"]
@@ -72,7 +71,7 @@ class _Link:
 
     def __init__(
         self,
-        conn: AbstractConnection,
+        conn: RawConnection,
         sharded: bool,
         probe_channel: bytes,
         on_message: Callable[[bytes, bytes], None],
@@ -94,7 +93,7 @@ class _Link:
         self.reader: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        await self.conn.connect()  # type: ignore[no-untyped-call]
+        await self.conn.connect()
         self.reader = asyncio.ensure_future(self._read())
 
     async def close(self) -> None:
@@ -104,7 +103,7 @@ class _Link:
             if not self.reader.cancelled():
                 self.reader.exception()  # retrieved: the supervisor already reported it
         self._resolve_all()
-        await self.conn.disconnect(nowait=True)
+        await self.conn.disconnect()
 
     @property
     def alive(self) -> bool:
@@ -124,12 +123,7 @@ class _Link:
                 waiters.append(loop.create_future())
                 self._pending.append((kind, channel, waiters[-1]))
             # One command per channel: sharded channels of different slots may not share one.
-            packed = self.conn.pack_commands([(kind.upper(), ch) for ch in channels])
-            try:
-                await self.conn.send_packed_command(packed, check_health=False)
-            except AttributeError:
-                # redis-py drops the writer when the connection breaks under us
-                raise ConnectionError("pub/sub connection lost") from None
+            await self.conn.send([(kind.upper(), ch) for ch in channels])
         done, _ = await asyncio.wait(waiters, timeout=self._timeout_s)
         if len(done) < len(waiters):
             raise TimeoutError(f"no {kind.decode()} confirmation within {self._timeout_s} s")
@@ -150,7 +144,7 @@ class _Link:
     async def _read(self) -> None:
         try:
             while True:
-                reply = await self.conn.read_response(timeout=math.inf)
+                reply = await self.conn.read()
                 kind = reply[0]
                 if kind == self._message:
                     if reply[1] == self.probe_channel:
@@ -384,12 +378,11 @@ class PubSub:
                     await self._client.nodes_manager.initialize()
                 for i, node in enumerate(self._client.get_primaries()):
                     probe = self._cluster_probe_channel(node.name, i)
-                    conn = node.connection_class(**node.connection_kwargs)
+                    conn = RawConnection.like(node, self._client_name)
                     links.append(self._make_link(conn, probe, node.name))
                     await links[-1].open()
             else:
-                pool = self._client.connection_pool
-                sub: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
+                sub = RawConnection.like(self._client, self._client_name)
                 links.append(self._make_link(sub, self._probe_base.encode()))
                 await links[-1].open()
         except BaseException:
@@ -398,8 +391,7 @@ class PubSub:
             raise
         return links
 
-    def _make_link(self, conn: AbstractConnection, probe_channel: bytes, name: str = "") -> _Link:
-        conn.client_name = self._client_name
+    def _make_link(self, conn: RawConnection, probe_channel: bytes, name: str = "") -> _Link:
         sharded = isinstance(self._client, RedisCluster)
         return _Link(conn, sharded, probe_channel, self._dispatch, self._timeout_s, name)
 

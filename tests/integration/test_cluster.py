@@ -227,7 +227,7 @@ async def test_redis_outage_is_loud_and_self_healing(cluster: Cluster, tmp_path:
         assert msg["seq"] >= 1
         # the restarted Redis lost everything; the nodes wrote their sessions and
         # memberships again, so limits and presence still see these users
-        await eventually(lambda: b.node._backend_lost is False)
+        await eventually(lambda: not b.node.router.backend_lost)
         for _ in range(100):
             if await a.backend.presence_members("r") == ["pub", "sub"]:
                 break

@@ -53,7 +53,7 @@ async def test_health_ready_and_metrics(nodes: NodeFactory) -> None:
         "squall_fanout_seconds_count 1.0",
     ):
         assert needle in metrics, needle
-    node.node.draining = True
+    node.node.life.draining = True
     code, body = await _get(node.http + "/readyz")
     assert code == 503 and b'"draining": true' in body
 
