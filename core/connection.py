@@ -26,7 +26,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from core.auth import Claims
-from core.backend.base import DirectMessage, Membership, Publication, SessionRecord
+from core.backend.base import (
+    DirectMessage,
+    Membership,
+    Publication,
+    PublishRequest,
+    SessionRecord,
+)
 from core.outbound import PING, Outbound
 from core.protocol import CloseCode, Encoding, bye, encode
 from core.writer import WriteBatcher
@@ -84,6 +90,7 @@ class Connection:
         "outbound_limit",
         "paging",
         "pending_pubs",
+        "pubq",
         "record",
         "rooms",
         "strike_window_end",
@@ -123,6 +130,8 @@ class Connection:
         self.joining: dict[str, list[Publication]] = {}
         # request ids of pubs whose ok is not yet sent (a dict: smaller than a set)
         self.pending_pubs: dict[int, None] = {}
+        #: pubs waiting for the connection's publisher (None: no publisher running)
+        self.pubq: list[tuple[int, PublishRequest]] | None = None
         self.strikes = 0
         self.strike_window_end = 0.0
         self.closed = False

@@ -1,9 +1,10 @@
 """Frame handling for one connection: what each client frame does.
 
 ``handle`` is awaited by the I/O layer for every inbound message, one at a time per
-connection (Tornado does not deliver the next message before the coroutine
-returns), so a connection's requests are answered in order. Every request gets
-exactly one ``ok`` or ``err`` (``ping`` gets ``pong``).
+connection, so a connection's requests are handled in order. ``pub`` is pipelined:
+``handle`` queues it for the connection's publisher and returns, and the publisher
+sends all queued pubs in one :meth:`Backend.publish_many` (published in arrival order).
+Every request gets exactly one ``ok`` or ``err`` (``ping`` gets ``pong``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from core.backend.base import (
     Membership,
     NodeCommand,
     NodeOp,
+    Publication,
+    PublishRequest,
     RateLimited,
     RateSpec,
 )
@@ -52,7 +55,10 @@ from core.protocol import (
 )
 from core.room_access import leave_disallowed
 
-__all__ = ["Session"]
+__all__ = ["MAX_PUBS_IN_FLIGHT", "Session"]
+
+#: pubs of one connection queued or in the backend; more are answered 429
+MAX_PUBS_IN_FLIGHT = 1024
 
 
 class Session:
@@ -261,29 +267,70 @@ class Session:
         await self._subs.sync(f.room)
 
     async def _pub(self, conn: Connection, f: PubFrame) -> None:
+        """Queue the pub for this connection's publisher and return at once.
+
+        Pipelining: the consumer goes on with the next frame while the backend
+        publishes; the publisher sends every pub queued meanwhile in one
+        :meth:`Backend.publish_many` (one round trip on Redis), so a connection's pubs
+        are published in the order they arrived and answered ``ok`` / ``err`` each.
+        The token's ``rooms`` claim is checked first, not only membership.
+        """
         if not room_allowed(self._claims(conn), f.room):
             raise RequestError(ErrCode.FORBIDDEN, "room not allowed", f.id)
         if f.room not in conn.rooms:
             raise RequestError(ErrCode.FORBIDDEN, "join the room before publishing", f.id)
+        if len(conn.pending_pubs) >= MAX_PUBS_IN_FLIGHT:
+            raise RequestError(ErrCode.RATE_LIMITED, "too many pubs in flight", f.id, 1.0)
         conn.pending_pubs[f.id] = None
+        request = PublishRequest(
+            f.room,
+            f.data,
+            conn.uid,
+            self._life.now_ms(),
+            origin=f"{conn.conn_id}:{f.id}",
+            rate=self._rate_spec(conn),
+        )
+        queue = conn.pubq
+        if queue is None:
+            conn.pubq = [(f.id, request)]
+            self._life.spawn(self._publisher(conn))
+        else:
+            queue.append((f.id, request))
+
+    async def _publisher(self, conn: Connection) -> None:
+        """Publish ``conn``'s queued pubs, batch after batch, until none is left."""
         try:
-            pub = await self._backend.publish(
-                f.room,
-                f.data,
-                conn.uid,
-                self._life.now_ms(),
-                origin=f"{conn.conn_id}:{f.id}",
-                rate=self._rate_spec(conn),
-            )
-        except RateLimited as e:
-            conn.pending_pubs.pop(f.id, None)
-            self._rate_limited(conn, f.id, e.retry_after)
-            return
-        except BackendUnavailable:
-            conn.pending_pubs.pop(f.id, None)
-            raise
-        # the router answers, unless the publication itself already made it answer
-        self._router.published(conn, f.id, pub.seq)
+            while conn.pubq:
+                batch, conn.pubq = conn.pubq, []
+                outcomes = await self._backend.publish_many([r for _, r in batch])
+                for (rid, _), outcome in zip(batch, outcomes, strict=True):
+                    if isinstance(outcome, Publication):
+                        # the router answers, unless the publication already made it
+                        self._router.published(conn, rid, outcome.seq)
+                        continue
+                    conn.pending_pubs.pop(rid, None)
+                    if isinstance(outcome, RateLimited):
+                        self._rate_limited(conn, rid, outcome.retry_after)
+                    else:
+                        self._metrics.backend_errors.inc()
+                        self._reply_err(
+                            conn, RequestError(ErrCode.UNAVAILABLE, "backend unavailable", rid, 1.0)
+                        )
+        finally:
+            conn.pubq = None
+
+    def overloaded(self, conn: Connection, message: bytes | str) -> None:
+        """Answer a frame that arrived while too many wait for the consumer: 429.
+
+        The frame is not handled. Each such answer counts as a rate-limit strike, so a
+        client that keeps sending regardless is closed with 4008, after the 429s.
+        """
+        try:
+            rid = getattr(decode(message, conn.encoding), "id", None)
+        except (ProtocolError, RequestError):
+            rid = None
+        self._metrics.frames_in.labels("overloaded").inc()
+        self._rate_limited(conn, rid, 1.0)
 
     async def _presence(self, conn: Connection, f: PresenceFrame) -> None:
         if not room_allowed(self._claims(conn), f.room):

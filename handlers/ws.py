@@ -32,7 +32,7 @@ __all__ = ["MAX_QUEUED_MESSAGES", "AuthMixin", "SquallSocket"]
 
 log = logging.getLogger("squall.ws")
 
-#: inbound messages a connection may have waiting before it is closed with 4008
+#: inbound messages a connection may have waiting; more are answered 429 (then 4008)
 MAX_QUEUED_MESSAGES = 1024
 
 
@@ -191,12 +191,12 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
         inbox = self._inbox
         if inbox is None:
             inbox = self._inbox = deque()
-        inbox.append(message)
-        if len(inbox) > MAX_QUEUED_MESSAGES:
-            # Reading outpaces handling by far: a flood the rate limit cannot absorb.
-            inbox.clear()
-            conn.close(CloseCode.RATE_LIMIT, "too many frames queued")
+        if len(inbox) >= MAX_QUEUED_MESSAGES:
+            # Reading outpaces handling (a request waits on the backend): answer 429,
+            # which closes with 4008 only after the rate limit's strikes.
+            self.session.overloaded(conn, message)
             return
+        inbox.append(message)
         if self._consumer is None:
             self._consumer = asyncio.ensure_future(self._consume(conn))
 

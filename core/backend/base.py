@@ -45,6 +45,8 @@ __all__ = [
     "Policy",
     "PresenceEvent",
     "Publication",
+    "PublishOutcome",
+    "PublishRequest",
     "RateLimited",
     "RateSpec",
     "Recovery",
@@ -68,6 +70,22 @@ class RateSpec:
 
 class InboxQuotaExceeded(Exception):
     """A sender already has ``offline_max_per_sender`` unacked messages in one inbox."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    """The arguments of one :meth:`Backend.publish`, for :meth:`Backend.publish_many`."""
+
+    room: str
+    data: bytes
+    from_uid: str | None
+    ts: int
+    origin: str | None = None
+    rate: RateSpec | None = None
+
+
+#: the outcome of one request of :meth:`Backend.publish_many`
+PublishOutcome = Publication | RateLimited | BackendUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +272,25 @@ class Backend(abc.ABC):
         :meth:`rate_hit` would (in the same step where the store allows it): over the
         limit nothing is published and :class:`RateLimited` is raised.
         """
+
+    async def publish_many(self, requests: Sequence[PublishRequest]) -> list[PublishOutcome]:
+        """:meth:`publish` each request, in order; one outcome per request, in order.
+
+        Ordered: the publications of one call are assigned seqs in request order
+        (within a room) and never interleave with those of a later call by the same
+        caller. Each request is atomic as in :meth:`publish` and fails on its own
+        (:class:`RateLimited`, :class:`BackendUnavailable` as its outcome); nothing is
+        raised. Implementations may use one round trip for all of them.
+        """
+        outcomes: list[PublishOutcome] = []
+        for r in requests:
+            try:
+                outcomes.append(
+                    await self.publish(r.room, r.data, r.from_uid, r.ts, r.origin, r.rate)
+                )
+            except (RateLimited, BackendUnavailable) as e:
+                outcomes.append(e)
+        return outcomes
 
     @abc.abstractmethod
     async def position(self, room: str) -> RoomPosition:

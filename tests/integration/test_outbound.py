@@ -19,9 +19,13 @@ from typing import Any
 import msgpack
 import pytest
 
+from core.backend.base import BackendOptions, PublishOutcome, PublishRequest
+from core.backend.redis import RedisBackend
+from core.clock import SystemClock
 from core.connection import Connection
 from core.outbound import Outbound
 from core.protocol import Encoding
+from core.session import MAX_PUBS_IN_FLIGHT
 from handlers.transport import TornadoTransport
 from tests.conftest import NodeFactory
 from tests.harness import Client, RunningNode, connect, eventually, token
@@ -171,3 +175,78 @@ async def test_burst_of_large_pubs_reaches_fast_readers_without_a_cut(
         assert (await client.request({"t": "ping"}))["t"] == "pong"  # still connected
     cut = node.node.metrics.registry.get_sample_value("squall_closes_total", {"code": "4011"})
     assert not cut
+
+
+class _CountingRedis(RedisBackend):
+    """A real Redis backend that counts publish round trips (and can be slowed down)."""
+
+    delay_s = 0.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches: list[int] = []
+
+    async def publish_many(self, requests: Sequence[PublishRequest]) -> list[PublishOutcome]:
+        self.batches.append(len(requests))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return await super().publish_many(requests)
+
+
+def _counting_redis(delay_s: float = 0.0) -> _CountingRedis:
+    backend = _CountingRedis(
+        "n1",
+        BackendOptions(key_prefix=f"sq-pipe:{uuid.uuid4().hex}:"),
+        SystemClock(),
+        shared_server().url,
+    )
+    backend.delay_s = delay_s
+    return backend
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_connections_pubs_are_pipelined_in_order(nodes: NodeFactory) -> None:
+    backend = _counting_redis()
+    node = await nodes(
+        {"ratelimit.messages": 100000, "rooms.presence_events": False}, backend=backend
+    )
+    publisher = await connect(node, token("pipe-pub"))
+    member = await connect(node, token("pipe-member"))
+    for client in (publisher, member):
+        assert (await client.request({"t": "join", "room": "pipe"}))["t"] == "ok"
+    for k in range(300):  # back to back: the node pipelines them
+        publisher.send({"t": "pub", "id": 10_000 + k, "room": "pipe", "data": k})
+    oks: dict[int, int] = {}
+    while len(oks) < 300:
+        frame = await publisher.wait_for(lambda f: f["t"] in ("ok", "err"), 20)
+        publisher.backlog[:] = [f for f in publisher.backlog if f["t"] == "msg"]
+        assert frame["t"] == "ok", frame
+        oks[frame["id"] - 10_000] = frame["seq"]
+    assert [oks[k] for k in range(300)] == list(range(1, 301))  # published in arrival order
+    got = [f["data"] for f in [await member.expect("msg", 20) for _ in range(300)]]
+    assert got == list(range(300))
+    assert sum(backend.batches) == 300 and len(backend.batches) < 300  # fewer round trips
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_pubs_beyond_the_in_flight_bound_get_429_and_the_connection_stays(
+    nodes: NodeFactory,
+) -> None:
+    backend = _counting_redis(delay_s=0.5)  # a slow store: pubs pile up meanwhile
+    node = await nodes(
+        {"ratelimit.messages": 100000, "rooms.presence_events": False}, backend=backend
+    )
+    publisher = await connect(node, token("pile-pub"))
+    assert (await publisher.request({"t": "join", "room": "pile"}))["t"] == "ok"
+    total = MAX_PUBS_IN_FLIGHT + 40
+    for k in range(total):
+        publisher.send({"t": "pub", "id": 10_000 + k, "room": "pile", "data": k})
+    answers: dict[int, dict[str, Any]] = {}
+    while len(answers) < total:
+        frame = await publisher.wait_for(lambda f: f["t"] in ("ok", "err"), 30)
+        publisher.backlog[:] = [f for f in publisher.backlog if f["t"] == "msg"]
+        answers[frame["id"] - 10_000] = frame
+    refused = [k for k, f in answers.items() if f["t"] == "err"]
+    assert refused and all(answers[k]["code"] == 429 for k in refused)
+    assert all(answers[k]["t"] == "ok" for k in range(MAX_PUBS_IN_FLIGHT))
+    assert (await publisher.request({"t": "ping"}))["t"] == "pong"  # not closed
