@@ -132,6 +132,7 @@ class Lifecycle:
     def greet(self, conn: Connection) -> None:
         """Send ``welcome``, arm the token-expiry timer, redeliver the offline inbox."""
         assert conn.uid is not None and conn.claims is not None
+        self._hub.admitting.pop(conn.conn_id, None)  # visible from here on (first-frame auth)
         self._hub.bind_user(conn)
         self._metrics.users.set(self._hub.user_count())
         self.rearm_expiry(conn)

@@ -32,11 +32,21 @@ async def _loop(
     node: RunningNode, tok: str, opened: list[Client], refused: list[int], busy: asyncio.Event
 ) -> None:
     for _ in range(MAX_PER_LOOP):
-        try:
-            client = await connect(node, tok, welcome=False)
-        except HandshakeRefused as e:
-            refused.append(e.status)
-            return
+        if tok.startswith("first-frame:"):
+            # authenticate in the first frame instead: welcome, or a close
+            client = await connect(node, None)
+            client.send({"t": "auth", "token": tok.removeprefix("first-frame:")})
+            first = await client.recv(timeout=10)
+            if first is None or first["t"] != "welcome":
+                refused.append(await client.closed() if first is not None else client.ws.close_code)
+                client.close()
+                return
+        else:
+            try:
+                client = await connect(node, tok, welcome=False)
+            except HandshakeRefused as e:
+                refused.append(e.status)
+                return
         opened.append(client)
         if len(opened) >= LOOPS:
             busy.set()
@@ -113,6 +123,18 @@ async def test_logout_on_a_closes_every_socket_racing_in_on_b(nodes: NodeFactory
         fates, refused = await _trial(a, b, tok, lambda tok=tok: _logout(a, tok))
         assert fates and all(code == 4010 for code in fates), (trial, fates)
         assert set(refused) == {401}, refused  # every loop ended on the revocation
+
+
+@pytest.mark.gen_test(timeout=180)
+async def test_logout_on_a_closes_first_frame_authentications_racing_in_on_b(
+    nodes: NodeFactory,
+) -> None:
+    a, b = await two_nodes(nodes, OVERRIDES)
+    for trial in range(TRIALS):
+        tok = token(f"first-frame-{trial}-{secrets.token_hex(4)}")
+        fates, refused = await _trial(a, b, "first-frame:" + tok, lambda tok=tok: _logout(a, tok))
+        assert fates and all(code == 4010 for code in fates), (trial, fates)
+        assert set(refused) <= {4001, 4010}, refused  # refused at auth, or admitted then closed
 
 
 @pytest.mark.gen_test(timeout=180)
