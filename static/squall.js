@@ -43,7 +43,7 @@
   const SUBPROTOCOL = "squall.v1.json";
   const NO_RECONNECT = new Set([4001, 4003, 4009, 4010, 4029]);
   const SEEN_DMS = 4096;
-  const EVENTS = ["msg", "dm", "presence", "state", "welcome", "rejoin", "closed"];
+  const EVENTS = ["msg", "dm", "presence", "state", "welcome", "rejoin", "closed", "left"];
 
   class SquallError extends Error {}
 
@@ -159,7 +159,7 @@
 
     // -- events ---------------------------------------------------------------
 
-    /** Subscribe to "msg" | "dm" | "presence" | "state" | "welcome" | "rejoin" | "closed". */
+    /** Subscribe to "msg" | "dm" | "presence" | "state" | "welcome" | "rejoin" | "closed" | "left". */
     on(event, fn) {
       if (!this._handlers[event]) throw new TypeError("unknown event " + event);
       this._handlers[event].add(fn);
