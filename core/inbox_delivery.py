@@ -14,6 +14,8 @@ Guarantees:
 * Messages delivered live and not yet acked may come again as ``offline`` ones
   when a later page is fetched (clients de-duplicate by ``mid``); a client that
   never acks receives one page per connection.
+* Acks of paged messages are not charged to the rate limit (:func:`acks_owed`):
+  a client acking one frame per message keeps up with any backlog.
 * **Senders are bounded.** ``offline.max_per_sender`` unacked messages of one
   sender per recipient (enforced atomically by the backend); beyond, the sender
   gets ``err`` 429 saying so and nothing is queued or delivered.
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "QUOTA_REASON",
     "InboxPaging",
+    "acks_owed",
     "admission_page",
     "check_recipient",
     "inbox_acked",
@@ -106,6 +109,17 @@ def _pump(conn: Connection, metrics: Metrics) -> None:
         written += 1
     if written:
         metrics.frames_out.labels("dm").inc(written)
+
+
+def acks_owed(conn: Connection, mids: Sequence[str]) -> bool:
+    """True when every mid acks an inbox message this connection was paged.
+
+    Such acks are not charged to the rate limit: the server chose to send those
+    messages, and a client acking them one frame each must not be cut (4008) for
+    keeping up with its own backlog. Their number is bounded by what was sent.
+    """
+    paging = conn.paging
+    return paging is not None and bool(mids) and all(m in paging.unacked for m in mids)
 
 
 async def inbox_acked(

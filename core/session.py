@@ -29,7 +29,7 @@ from core.backend.base import (
 from core.config import Settings
 from core.connection import Connection
 from core.errors import Refusal
-from core.inbox_delivery import QUOTA_REASON, check_recipient, inbox_acked
+from core.inbox_delivery import QUOTA_REASON, acks_owed, check_recipient, inbox_acked
 from core.node import Node
 from core.outbound import Outbound
 from core.protocol import (
@@ -105,7 +105,9 @@ class Session:
         # A pub to a joined room is charged inside the publish (one backend round trip
         # for both); every other frame is charged here.
         charged_by_publish = isinstance(frame, PubFrame) and frame.room in conn.rooms
-        if not charged_by_publish and not await self._rate_ok(conn, getattr(frame, "id", None)):
+        # Acks of the inbox pages this node sent are free (core/inbox_delivery.py).
+        free = charged_by_publish or (isinstance(frame, AckFrame) and acks_owed(conn, frame.mids))
+        if not free and not await self._rate_ok(conn, getattr(frame, "id", None)):
             return
         try:
             await self._dispatch(conn, frame)

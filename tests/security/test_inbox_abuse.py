@@ -191,3 +191,26 @@ async def test_recipients_any_is_the_default(nodes: NodeFactory) -> None:
     node = await nodes()
     reply = await _send_to(node, "ghost")
     assert reply["t"] == "ok" and reply["queued"] is True
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_acking_a_backlog_one_frame_each_is_not_rate_limited(nodes: NodeFactory) -> None:
+    # The default rate limit (50 frames/s, 4008 after 20 refusals) applies to the
+    # recipient; its backlog is 4 times that, acked one frame per message.
+    node = await nodes({"offline.max_per_sender": 0})
+    for sender in ("s1", "s2", "s3", "s4"):
+        c = await connect(node, token(sender))
+        replies = await send_many(c, "victim", 45, "w" * 100)
+        assert all(r["t"] == "ok" for r in replies)
+        c.close()
+    victim = await connect(node, token("victim"))
+    got: set[str] = set()
+    while len(got) < 180:
+        frame = await victim.recv(timeout=10)
+        assert frame is not None, f"closed {victim.ws.close_code} after {len(got)}"
+        assert frame["t"] != "err", frame
+        if frame["t"] == "dm":
+            got.add(frame["mid"])
+            victim.send({"t": "ack", "mid": frame["mid"]})
+    await _alive(victim)
+    assert await node.backend.inbox_list("victim") == []
