@@ -1,4 +1,5 @@
-"""Squall nodes as real server processes (``python server.py``), for end-to-end tests.
+"""Squall nodes as `server.py` processes for the end-to-end tests (browser, packaging,
+Prometheus).
 
 :class:`ServerProcess` starts a node with environment overrides on a free loopback
 port, waits until ``/readyz`` answers 200, keeps its whole log (stdout and stderr
