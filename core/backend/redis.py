@@ -61,6 +61,7 @@ from core.backend.base import (
     BackendOptions,
     BackendUnavailable,
     DirectMessage,
+    InboxQuotaExceeded,
     Membership,
     NodeCommand,
     NodeStats,
@@ -73,6 +74,7 @@ from core.backend.base import (
     Recovery,
     RoomPosition,
     SessionRecord,
+    inbox_size,
 )
 from core.backend.redis_batch import IterationBatch
 from core.backend.redis_client import (
@@ -189,9 +191,9 @@ class RedisBackend(SecurityRecords, Backend):
         self._admissions: IterationBatch[tuple[SessionRecord, int, Policy], Admission] = (
             IterationBatch(self._admit_many, self._admission_abandoned)
         )
-        self._inboxes: IterationBatch[str, list[DirectMessage]] = IterationBatch(self._inbox_many)
-        #: offline inboxes read with the latest admission batch, per user (see inbox_list)
-        self._inbox_prefetch: dict[str, list[DirectMessage]] = {}
+        self._inboxes: IterationBatch[tuple[str, int | None], list[DirectMessage]] = IterationBatch(
+            self._inbox_many
+        )
         self._session_ttl_ms = expiry_ms(options.session_ttl_s)
         # Registry keys outlive their newest entry: their TTL only collects garbage.
         self._registry_key_ttl_ms = 2 * self._session_ttl_ms + 1000
@@ -579,28 +581,8 @@ class RedisBackend(SecurityRecords, Backend):
             if ordered:
                 for record in admitted:
                     pipe.zscore(k.user_sessions(record.uid), record.conn_id)
-                for uid in prefetch:  # after the registration, as the gate's own read
-                    pipe.execute_command(
-                        "EVALSHA", lua.INBOX_LIST.sha, 2, k.inbox_order(uid), k.inbox_messages(uid)
-                    )
 
-        # On one Redis the offline inbox of each user admitted here rides along: the
-        # gate's inbox_list() right after the admission is then answered without a
-        # round trip (see inbox_list). Only this batch's users are kept.
-        prefetch = (
-            list(dict.fromkeys(r.uid for r in admitted if r.node_id == self.node_id))
-            if ordered
-            else []
-        )
-        self._inbox_prefetch = {}
         results = await self._cmd.pipeline("admit", build)
-        if prefetch:
-            inboxes = results[len(results) - len(prefetch) :]
-            results = results[: len(results) - len(prefetch)]
-            self._inbox_prefetch = {
-                uid: [decode_dm(value) for value in raw]
-                for uid, raw in zip(prefetch, inboxes, strict=True)
-            }
         if ordered:
             scores = results[len(results) - len(admitted) :]
         else:
@@ -806,40 +788,48 @@ class RedisBackend(SecurityRecords, Backend):
 
         Putting a known ``mid`` again replaces the message in place.
         """
-        if self.options.offline_max_messages < 1:
+        opts = self.options
+        if opts.offline_max_messages < 1:
             return False
         k = self._keys
-        await self._cmd.eval(
+        uid = dm.to_uid
+        stored = await self._cmd.eval(
             lua.INBOX_PUT,
-            (k.inbox_order(dm.to_uid), k.inbox_messages(dm.to_uid)),
+            (k.inbox_order(uid), k.inbox_messages(uid), k.inbox_info(uid)),
             (
                 dm.mid,
                 encode_dm(dm),
-                self.options.offline_max_messages,
-                expiry_ms(self.options.offline_ttl_s),
+                opts.offline_max_messages,
+                expiry_ms(opts.offline_ttl_s),
+                opts.offline_max_bytes,
+                inbox_size(dm),
+                dm.from_uid or "",
+                opts.offline_max_per_sender if dm.from_uid is not None else 0,
             ),
         )
+        if int(stored) < 0:
+            raise InboxQuotaExceeded(dm.from_uid)
         return True
 
-    async def inbox_list(self, uid: str) -> list[DirectMessage]:
+    async def inbox_list(self, uid: str, max_bytes: int | None = None) -> list[DirectMessage]:
         """See :meth:`Backend.inbox_list`; the calls of one loop iteration share one
-        round trip (one script per user, in one pipeline).
+        round trip (one script per user, in one pipeline)."""
+        return await self._inboxes.call((uid, max_bytes))
 
-        Right after this node admitted ``uid`` (on one Redis), the first call is
-        answered from the admission's own round trip, where the inbox was read after
-        the session was registered (as a call made then would have): no round trip.
-        Only the latest admission batch's reads are kept, each used once.
-        """
-        prefetched = self._inbox_prefetch.pop(uid, None)
-        if prefetched is not None:
-            return prefetched
-        return await self._inboxes.call(uid)
-
-    async def _inbox_many(self, uids: Sequence[str]) -> list[list[DirectMessage] | BaseException]:
+    async def _inbox_many(
+        self, calls: Sequence[tuple[str, int | None]]
+    ) -> list[list[DirectMessage] | BaseException]:
         k = self._keys
         replies = await self._scripts_each(
             "inbox_list",
-            [(lua.INBOX_LIST, (k.inbox_order(uid), k.inbox_messages(uid)), ()) for uid in uids],
+            [
+                (
+                    lua.INBOX_LIST,
+                    (k.inbox_order(uid), k.inbox_messages(uid), k.inbox_info(uid)),
+                    (max_bytes or 0,),
+                )
+                for uid, max_bytes in calls
+            ],
         )
         return [
             r if isinstance(r, BaseException) else [decode_dm(value) for value in r]
@@ -884,6 +874,16 @@ class RedisBackend(SecurityRecords, Backend):
             return 0
         k = self._keys
         removed = await self._cmd.eval(
-            lua.INBOX_ACK, (k.inbox_order(uid), k.inbox_messages(uid)), tuple(mids)
+            lua.INBOX_ACK,
+            (k.inbox_order(uid), k.inbox_messages(uid), k.inbox_info(uid)),
+            tuple(mids),
         )
         return int(removed)
+
+    async def mark_seen(self, uid: str, ttl_s: int) -> None:
+        async with self._cmd.guard("mark_seen"):
+            await self._cmd.client.set(self._keys.seen(uid), "1", px=expiry_ms(ttl_s))
+
+    async def was_seen(self, uid: str) -> bool:
+        async with self._cmd.guard("was_seen"):
+            return bool(await self._cmd.client.exists(self._keys.seen(uid)))

@@ -515,22 +515,3 @@ async def test_a_storm_of_handshakes_takes_one_round_trip_per_kind_of_call(
     for kind in ("access_state", "admit", "inbox_list"):
         assert after[kind][1] - before[kind][1] == 100  # calls
         assert after[kind][0] - before[kind][0] == 1  # one batch each
-
-
-@pytest.mark.gen_test(timeout=30)
-async def test_the_inbox_read_after_an_admission_rides_in_its_round_trip(
-    redis_nodes: RedisNodes,
-) -> None:
-    b, _rec = await redis_nodes.start("a")
-    dm = DirectMessage(mid="m1", to_uid="bob", from_uid="alice", data=b"x", ts=1)
-    assert await b.inbox_put(dm)
-    assert (await b.admit(session("bob", "c1", "a"), 3, "reject")).admitted
-    trips = b.batch_counts()["inbox_list"]
-    assert await b.inbox_list("bob") == [dm]  # the gate's read: answered by the admission
-    assert b.batch_counts()["inbox_list"] == trips
-    assert await b.inbox_list("bob") == [dm]  # used once: the next one asks Redis
-    assert b.batch_counts()["inbox_list"][0] == trips[0] + 1
-    # a user admitted on another node is not prefetched here
-    assert (await b.admit(session("carol", "c2", "z"), 3, "reject")).admitted
-    assert await b.inbox_list("carol") == []
-    assert b.batch_counts()["inbox_list"][0] == trips[0] + 2
