@@ -35,6 +35,7 @@ from core.clock import Clock, SystemClock
 from core.config import ConfigError, Settings, load
 from core.logs import configure as configure_logging
 from core.metrics import Metrics
+from core.namespaces import rules_for
 from core.node import Node
 from core.protocol import CloseCode
 from core.users import load_users
@@ -56,6 +57,7 @@ def build_backend(settings: Settings, node_id: str, clock: Clock) -> Backend:
         offline_max_messages=settings.offline.max_messages,
         offline_ttl_s=settings.offline.ttl_s,
         session_ttl_s=2 * settings.heartbeat.interval_s,
+        room_history=rules_for(settings.rooms).history if settings.rooms.namespaces else None,
     )
     if settings.backend.url is None:
         return MemoryBackend(node_id, options, clock)

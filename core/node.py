@@ -23,6 +23,7 @@ from core.clock import Clock
 from core.config import Settings
 from core.errors import BackendUnavailable
 from core.gate import Gate
+from core.hooks.build import build_hooks
 from core.hub import Hub
 from core.lifecycle import Lifecycle
 from core.metrics import Metrics
@@ -61,6 +62,9 @@ class Node:
         self.gate = Gate(
             settings, backend, verifier, metrics, self.hub, self.life, self.router.on_command
         )
+        #: the application's hooks (docs/hooks.md); none configured: every call skipped
+        self.hooks = build_hooks(settings, clock, metrics.count_hook)
+        self.gate.hooks = self.hooks
 
     @property
     def draining(self) -> bool:
@@ -80,6 +84,7 @@ class Node:
         grace period, so sessions are released rather than left to expire.
         """
         await self.life.stop()
+        await self.hooks.close()
         try:
             await self.backend.close()
         except BackendUnavailable:

@@ -9,7 +9,9 @@ Every request gets exactly one ``ok`` or ``err`` (``ping`` gets ``pong``).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from dataclasses import replace
 from functools import partial
 
 from core.auth import Claims, room_allowed
@@ -27,7 +29,22 @@ from core.backend.base import (
 )
 from core.config import Settings
 from core.connection import Connection
-from core.errors import Refusal
+from core.errors import AuthError, Refusal
+from core.hooks.ask import ask, refusal_error, rewritten, unavailable_error
+from core.hooks.contract import (
+    HookFailed,
+    JoinRequest,
+    PubAnswer,
+    PubRequest,
+    RefreshAnswer,
+    RefreshRequest,
+    Refuse,
+    RpcAnswer,
+    RpcRequest,
+    SendAnswer,
+    SendRequest,
+)
+from core.namespaces import RoomPolicy, rules_for
 from core.node import Node
 from core.outbound import Outbound
 from core.protocol import (
@@ -44,10 +61,12 @@ from core.protocol import (
     PubFrame,
     RefreshFrame,
     RequestError,
+    RpcFrame,
     SendFrame,
     decode,
     encode_msg,
     error_frame,
+    msgpack_to_json_value,
     ok,
     pong,
 )
@@ -71,6 +90,10 @@ class Session:
         self._settings = node.settings
         self._clock = node.clock
         self._metrics = node.metrics
+        self._hooks = node.hooks
+        self._verifier = node.verifier
+        self._rules = rules_for(node.settings.rooms)
+        self._life.on_greeted = self._greeted
 
     async def handle(self, conn: Connection, message: bytes | str) -> None:
         """Process one inbound WebSocket message of ``conn``."""
@@ -188,6 +211,8 @@ class Session:
             await self._presence(conn, frame)
         elif isinstance(frame, RefreshFrame):
             await self._refresh(conn, frame)
+        elif isinstance(frame, RpcFrame):
+            await self._rpc(conn, frame)
         elif isinstance(frame, AuthFrame):
             raise RequestError(ErrCode.CONFLICT, "already authenticated", None)
 
@@ -198,49 +223,94 @@ class Session:
         return conn.claims
 
     async def _join(self, conn: Connection, f: JoinFrame) -> None:
-        if not room_allowed(self._claims(conn), f.room):
+        policy = self._rules.of(f.room)
+        if policy.join == "token":
+            self._check_room_token(conn, f)
+        elif not room_allowed(self._claims(conn), f.room):
             raise RequestError(ErrCode.FORBIDDEN, "room not allowed", f.id)
         if f.room in conn.rooms:
             raise RequestError(ErrCode.CONFLICT, "already joined", f.id)
         if len(conn.rooms) >= self._settings.limits.max_rooms_per_connection:
             raise RequestError(ErrCode.FORBIDDEN, "too many rooms for this connection", f.id)
         assert conn.uid is not None
+        if self._hooks.enabled("join"):
+            request = JoinRequest(conn.uid, conn.conn_id, f.room, conn.meta or {})
+            await ask(self._hooks, "join", request, f.id)
+            if conn.closed or f.room in conn.rooms:
+                raise RequestError(ErrCode.CONFLICT, "already joined", f.id)
+        since = f.since if policy.recovery else None
+        await self._join_room(conn, f.room, policy, since, f.epoch, f.id)
+
+    def _check_room_token(self, conn: Connection, f: JoinFrame) -> None:
+        if f.token is None:
+            raise RequestError(ErrCode.FORBIDDEN, "this room needs a room token", f.id)
+        assert conn.uid is not None
+        try:
+            self._verifier.verify_room(f.token, f.room, conn.uid)
+        except AuthError as e:
+            raise RequestError(ErrCode.FORBIDDEN, f"invalid room token: {e.reason}", f.id) from None
+
+    async def _join_room(
+        self,
+        conn: Connection,
+        room: str,
+        policy: RoomPolicy,
+        since: int | None,
+        epoch: str | None,
+        request_id: int | None,
+    ) -> None:
+        """Make ``conn`` a member of ``room``; answer ``ok`` (a client's ``join``) or
+        ``joined`` (a server-side room, ``request_id`` None)."""
+        assert conn.uid is not None
         # Join locally first with a buffer, so live messages arriving while history
         # is fetched are neither lost nor sent out of order.
-        conn.joining[f.room] = []
-        self._hub.add_member(f.room, conn)
+        conn.joining[room] = []
+        self._hub.add_member(room, conn)
         self._metrics.rooms.set(self._hub.room_count())
-        membership = Membership(f.room, conn.uid, conn.conn_id)
+        membership = Membership(room, conn.uid, conn.conn_id)
+        announce = policy.presence_events
         try:
-            await self._subs.sync(f.room)
-            if f.since is not None:
-                rec = await self._backend.recover(f.room, f.since, f.epoch)
+            await self._subs.sync(room)
+            if since is not None:
+                rec = await self._backend.recover(room, since, epoch)
                 history, position, recovered = rec.publications, rec.position, rec.recovered
             else:
-                history, position, recovered = [], await self._backend.position(f.room), False
-            await self._backend.presence_join(membership, self._settings.rooms.presence_events)
-            if f.room in conn.rooms:
-                conn.memberships[f.room] = membership
+                history, position, recovered = [], await self._backend.position(room), False
+            await self._backend.presence_join(membership, announce)
+            if room in conn.rooms:
+                conn.memberships[room] = membership
         except BackendUnavailable:
-            self._hub.remove_member(f.room, conn)
+            conn.joining.pop(room, None)
+            self._hub.remove_member(room, conn)
             self._metrics.rooms.set(self._hub.room_count())
-            self._life.spawn(self._quiet_sync(f.room))
+            self._life.spawn(self._quiet_sync(room))
             raise
         if conn.closed:
             # closed() already ran for this connection's rooms; undo our membership.
-            await self._backend.presence_leave(membership, self._settings.rooms.presence_events)
+            await self._backend.presence_leave(membership, announce)
             return
-        last = f.since if f.since is not None else position.seq
+        last = since if since is not None else position.seq
         for pub in history:
             if pub.seq > last:
                 conn.send(Outbound(partial(encode_msg, pub)))
                 last = pub.seq
         last = max(last, position.seq)
-        self._reply(
-            conn,
-            ok(f.id, room=f.room, seq=position.seq, epoch=position.epoch, recovered=recovered),
-        )
-        buffered = conn.joining.pop(f.room, [])
+        if request_id is None:
+            self._reply(
+                conn, {"t": "joined", "room": room, "seq": position.seq, "epoch": position.epoch}
+            )
+        else:
+            self._reply(
+                conn,
+                ok(
+                    request_id,
+                    room=room,
+                    seq=position.seq,
+                    epoch=position.epoch,
+                    recovered=recovered,
+                ),
+            )
+        buffered = conn.joining.pop(room, [])
         for pub in buffered:
             if pub.seq > last and pub.epoch == position.epoch:
                 conn.send(Outbound(partial(encode_msg, pub)))
@@ -260,7 +330,7 @@ class Session:
         self._metrics.rooms.set(self._hub.room_count())
         self._reply(conn, ok(f.id, room=f.room))
         await self._backend.presence_leave(
-            Membership(f.room, conn.uid, conn.conn_id), self._settings.rooms.presence_events
+            Membership(f.room, conn.uid, conn.conn_id), self._rules.of(f.room).presence_events
         )
         await self._subs.sync(f.room)
 
@@ -274,6 +344,10 @@ class Session:
         """
         if f.room not in conn.rooms:
             raise RequestError(ErrCode.FORBIDDEN, "join the room before publishing", f.id)
+        rule = self._rules.of(f.room).publish
+        if rule != "members":
+            who = "only the server publishes" if rule == "server" else "nobody publishes"
+            raise RequestError(ErrCode.FORBIDDEN, f"{who} in this room", f.id)
         if len(conn.pending_pubs) >= MAX_PUBS_IN_FLIGHT:
             raise RequestError(ErrCode.RATE_LIMITED, "too many pubs in flight", f.id, 1.0)
         conn.pending_pubs[f.id] = None
@@ -297,6 +371,10 @@ class Session:
         try:
             while conn.pubq:
                 batch, conn.pubq = conn.pubq, []
+                if self._hooks.enabled("pub"):
+                    batch = await self._pub_hooks(conn, batch)
+                    if not batch:
+                        continue
                 outcomes = await self._backend.publish_many([r for _, r in batch])
                 for (rid, _), outcome in zip(batch, outcomes, strict=True):
                     if isinstance(outcome, Publication):
@@ -314,6 +392,46 @@ class Session:
         finally:
             conn.pubq = None
 
+    async def _pub_hooks(
+        self, conn: Connection, batch: list[tuple[int, PublishRequest]]
+    ) -> list[tuple[int, PublishRequest]]:
+        """Ask the pub hook about every pub of ``batch`` at once (pipelined: the calls
+        overlap, bounded by ``hooks.max_concurrency``); the allowed ones, rewritten,
+        in their order. Refused and failed ones are answered ``err`` here."""
+        assert conn.uid is not None
+        uid, cid, meta = conn.uid, conn.conn_id, conn.meta or {}
+        answers = await asyncio.gather(
+            *(
+                self._hooks.call(
+                    "pub", PubRequest(uid, cid, r.room, msgpack_to_json_value(r.data), meta)
+                )
+                for _, r in batch
+            ),
+            return_exceptions=True,
+        )
+        allowed: list[tuple[int, PublishRequest]] = []
+        for (rid, request), answer in zip(batch, answers, strict=True):
+            error: RequestError | None = None
+            if isinstance(answer, PubAnswer):
+                try:
+                    data = rewritten(request.data, answer.data, rid)
+                except RequestError as e:
+                    error = e
+                else:
+                    allowed.append((rid, replace(request, data=data)))
+                    continue
+            elif isinstance(answer, Refuse):
+                error = refusal_error(answer, rid)
+            elif isinstance(answer, HookFailed):
+                error = unavailable_error(rid)
+            else:
+                raise RuntimeError("pub hook answered with an unexpected type") from (
+                    answer if isinstance(answer, BaseException) else None
+                )
+            conn.pending_pubs.pop(rid, None)
+            self._reply_err(conn, error)
+        return allowed
+
     def overloaded(self, conn: Connection, message: bytes | str) -> None:
         """Answer a frame that arrived while too many wait for the consumer: 429.
 
@@ -330,17 +448,28 @@ class Session:
     async def _presence(self, conn: Connection, f: PresenceFrame) -> None:
         if not room_allowed(self._claims(conn), f.room):
             raise RequestError(ErrCode.FORBIDDEN, "room not allowed", f.id)
+        if not self._rules.of(f.room).presence:
+            raise RequestError(ErrCode.FORBIDDEN, "presence is off in this room", f.id)
         users = await self._backend.presence_members(f.room)
         self._reply(conn, ok(f.id, users=users))
 
     # -- private messages ------------------------------------------------------
 
     async def _send(self, conn: Connection, f: SendFrame) -> None:
+        data = f.data
+        if self._hooks.enabled("send"):
+            assert conn.uid is not None
+            request = SendRequest(
+                conn.uid, conn.conn_id, f.to, msgpack_to_json_value(f.data), conn.meta or {}
+            )
+            answer = await ask(self._hooks, "send", request, f.id)
+            assert isinstance(answer, SendAnswer)
+            data = rewritten(f.data, answer.data, f.id)
         dm = DirectMessage(
             mid=secrets.token_urlsafe(12),
             to_uid=f.to,
             from_uid=conn.uid,
-            data=f.data,
+            data=data,
             ts=self._life.now_ms(),
         )
         result = await deliver_dm(self._backend, self._settings, dm)
@@ -355,9 +484,51 @@ class Session:
             raise RequestError(code, result.message, f.id)
         if result.sub != conn.uid:
             raise RequestError(ErrCode.FORBIDDEN, "token is for another user", f.id)
+        if self._hooks.enabled("refresh"):
+            request = RefreshRequest(result.sub, conn.conn_id, result.exp, conn.meta or {})
+            answer = await ask(self._hooks, "refresh", request, f.id)
+            assert isinstance(answer, RefreshAnswer)
+            if answer.meta is not None:
+                conn.meta = answer.meta
         conn.claims = result
         self._life.rearm_expiry(conn)
         self._reply(conn, ok(f.id, exp=result.exp * 1000))
+
+    # -- rpc and server-side rooms -----------------------------------------------
+
+    async def _rpc(self, conn: Connection, f: RpcFrame) -> None:
+        """``rpc``: the application's rpc hook answers; ``ok`` carries its ``data``."""
+        if not self._hooks.enabled("rpc"):
+            raise RequestError(ErrCode.NOT_FOUND, "no rpc handler", f.id)
+        assert conn.uid is not None
+        request = RpcRequest(
+            conn.uid, conn.conn_id, f.method, msgpack_to_json_value(f.data), conn.meta or {}
+        )
+        answer = await ask(self._hooks, "rpc", request, f.id)
+        assert isinstance(answer, RpcAnswer)
+        self._reply(conn, ok(f.id, data=answer.data))
+
+    def _greeted(self, conn: Connection) -> None:
+        if conn.auto_rooms:
+            self._life.spawn(self._auto_join(conn))
+
+    async def _auto_join(self, conn: Connection) -> None:
+        """Join the server-side rooms listed in ``welcome``, each answered ``joined``.
+
+        No ``rooms`` claim, namespace join rule or join hook applies: the application
+        granted these rooms (a signed token, or its connect hook). A room that cannot
+        be joined (backend down, over the per-connection limit) is skipped and logged.
+        """
+        limit = self._settings.limits.max_rooms_per_connection
+        for room in conn.auto_rooms:
+            if conn.closed:
+                return
+            if room in conn.rooms or len(conn.rooms) >= limit:
+                continue
+            try:
+                await self._join_room(conn, room, self._rules.of(room), None, None, None)
+            except BackendUnavailable:
+                self._metrics.backend_errors.inc()
 
 
 async def deliver_dm(backend: Backend, settings: Settings, dm: DirectMessage) -> tuple[bool, bool]:
@@ -385,4 +556,5 @@ _FRAME_TYPES: dict[type, str] = {
     AckFrame: "ack",
     PresenceFrame: "presence",
     PingFrame: "ping",
+    RpcFrame: "rpc",
 }
