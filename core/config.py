@@ -212,6 +212,7 @@ class HookConfig:
     url: str | None = None
     timeout_s: float = 1.0
     fail: HookFail = "closed"
+    batch: bool = False
 
 
 @dataclass(frozen=True, slots=True)

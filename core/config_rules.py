@@ -332,6 +332,8 @@ class _Validator:
     def hooks(self) -> None:
         hooks = self.s.hooks
         for name in HOOK_NAMES:
+            if getattr(hooks, name).batch and name != "pub":
+                self.fail(f"hooks.{name}.batch", "only the pub hook batches")
             url = getattr(hooks, name).url
             if url is None:
                 continue

@@ -9,7 +9,6 @@ Every request gets exactly one ``ok`` or ``err`` (``ping`` gets ``pong``).
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from dataclasses import replace
 from functools import partial
@@ -400,14 +399,9 @@ class Session:
         in their order. Refused and failed ones are answered ``err`` here."""
         assert conn.uid is not None
         uid, cid, meta = conn.uid, conn.conn_id, conn.meta or {}
-        answers = await asyncio.gather(
-            *(
-                self._hooks.call(
-                    "pub", PubRequest(uid, cid, r.room, msgpack_to_json_value(r.data), meta)
-                )
-                for _, r in batch
-            ),
-            return_exceptions=True,
+        answers = await self._hooks.call_many(
+            "pub",
+            [PubRequest(uid, cid, r.room, msgpack_to_json_value(r.data), meta) for _, r in batch],
         )
         allowed: list[tuple[int, PublishRequest]] = []
         for (rid, request), answer in zip(batch, answers, strict=True):
@@ -425,9 +419,7 @@ class Session:
             elif isinstance(answer, HookFailed):
                 error = unavailable_error(rid)
             else:
-                raise RuntimeError("pub hook answered with an unexpected type") from (
-                    answer if isinstance(answer, BaseException) else None
-                )
+                raise RuntimeError("pub hook answered with an unexpected type")
             conn.pending_pubs.pop(rid, None)
             self._reply_err(conn, error)
         return allowed

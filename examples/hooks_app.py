@@ -22,6 +22,9 @@ Its rules are small on purpose (the integration tests drive each of them):
 * rpc: ``add`` sums ``data.a + data.b``; ``whoami`` returns uid and meta; anything
   else is refused (404).
 * refresh: allowed, meta gets ``refreshed: true``.
+
+A body ``{"hook": ..., "batch": [request, ...]}`` (``hooks.pub.batch: true``) is
+answered ``{"answers": [answer, ...]}``, one per request, in order.
 """
 
 from __future__ import annotations
@@ -147,8 +150,14 @@ class HookHandler(RequestHandler):
             self.set_status(404)
             self.finish({"error": "unknown hook"})
             return
+        request = json.loads(self.request.body)
+        if "batch" in request:  # hooks.pub.batch: several requests, one answer each
+            self.calls[hook] = self.calls.get(hook, 0) + len(request["batch"])
+            answers = await asyncio.gather(*(handler(r) for r in request["batch"]))
+            self.finish({"answers": list(answers)})
+            return
         self.calls[hook] = self.calls.get(hook, 0) + 1
-        self.finish(await handler(json.loads(self.request.body)))
+        self.finish(await handler(request))
 
 
 class StatsHandler(RequestHandler):

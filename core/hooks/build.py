@@ -38,5 +38,6 @@ def build_hooks(settings: Settings, clock: Clock, observe: Observer | None = Non
             retries=conf.retries,
             breaker_failures=conf.breaker_failures,
             breaker_reset_s=conf.breaker_reset_s,
+            batch=hook.batch and hook.url is not None,
         )
     return Hooks(calls, policies, clock, observe, pool.close)

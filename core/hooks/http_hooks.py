@@ -16,6 +16,8 @@ an unreachable application or a malformed body raises :class:`HookFailed`.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from core.clock import Clock
@@ -51,9 +53,22 @@ class HttpHook:
         self.retry_safe = name in RETRY_SAFE
 
     async def __call__(self, request: Request) -> Answer:
-        body = json.dumps(
-            request_to_json(self.name, request), separators=(",", ":"), ensure_ascii=False
-        ).encode("utf-8")
+        obj = await self._post(request_to_json(self.name, request))
+        return answer_from_json(self.name, obj)
+
+    async def call_batch(self, requests: Sequence[Request]) -> list[Answer]:
+        """One request for several (``hooks.pub.batch``): the body is
+        ``{"hook": name, "batch": [request, ...]}`` and the answer must be
+        ``{"answers": [answer, ...]}`` with one answer per request, in order."""
+        batch = [request_to_json(self.name, r) for r in requests]
+        obj = await self._post({"hook": self.name, "batch": batch})
+        answers = obj.get("answers") if isinstance(obj, dict) else None
+        if not isinstance(answers, list) or len(answers) != len(requests):
+            raise HookFailed("bad_answer", f"hook {self.name}: answers must match the batch")
+        return [answer_from_json(self.name, a) for a in answers]
+
+    async def _post(self, payload: dict[str, Any]) -> Any:
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         headers = signed_headers(
             self._secret, "POST", self._path, body, now_ms=int(self._clock.wall() * 1000)
         )
@@ -66,7 +81,6 @@ class HttpHook:
             reason = "retryable_status" if response.status in _RETRY_STATUSES else "status"
             raise HookFailed(reason, f"hook {self.name}: HTTP {response.status}")
         try:
-            obj = json.loads(response.body)
+            return json.loads(response.body)
         except ValueError:
             raise HookFailed("bad_answer", f"hook {self.name}: answer is not JSON") from None
-        return answer_from_json(self.name, obj)

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from core.clock import Clock
 from core.hooks.breaker import CircuitBreaker
@@ -29,6 +29,7 @@ from core.hooks.contract import ALLOW, HOOK_NAMES, Answer, HookFailed, HookName,
 __all__ = ["HookCall", "HookPolicy", "Hooks"]
 
 log = logging.getLogger("squall.hooks")
+_T = TypeVar("_T")
 
 
 class HookCall(Protocol):
@@ -47,6 +48,8 @@ class HookPolicy:
     retries: int = 1
     breaker_failures: int = 5
     breaker_reset_s: float = 5.0
+    #: pub over HTTP: one request per batch (``call_many``)
+    batch: bool = False
 
 
 class _Hook:
@@ -97,13 +100,62 @@ class Hooks:
         hook = self._hooks.get(name)
         if hook is None:
             return ALLOW[name]
+        answer = await self._guarded(hook, lambda: self._attempts(hook, request), 1)
+        if answer is None:
+            return ALLOW[name]
+        self._count(name, "refuse" if isinstance(answer, Refuse) else "allow")
+        return answer
+
+    async def call_many(
+        self, name: HookName, requests: Sequence[Request]
+    ) -> list[Answer | HookFailed]:
+        """Ask about several requests; one result per request, in order.
+
+        With ``batch`` (HTTP pub hook) they go in one request under one timeout, one
+        slot and one breaker decision; otherwise they are asked concurrently (bounded
+        by ``max_concurrency``). A failure is the :class:`HookFailed` in its place
+        (fail-closed) or the allow answer (fail-open).
+        """
+        hook = self._hooks.get(name)
+        if hook is None:
+            return [ALLOW[name]] * len(requests)
+        batcher = getattr(hook.call, "call_batch", None) if hook.policy.batch else None
+        if batcher is None or len(requests) < 2:
+            results = await asyncio.gather(
+                *(self.call(name, r) for r in requests), return_exceptions=True
+            )
+            out: list[Answer | HookFailed] = []
+            for r in results:
+                if isinstance(r, BaseException) and not isinstance(r, HookFailed):
+                    raise r
+                out.append(r)
+            return out
+
+        async def batch() -> list[Answer]:
+            async with hook.slots:
+                answers: list[Answer] = await batcher(requests)
+                return answers
+
+        try:
+            answers = await self._guarded(hook, batch, len(requests))
+        except HookFailed as e:
+            return [e] * len(requests)
+        if answers is None:
+            return [ALLOW[name]] * len(requests)
+        for a in answers:
+            self._count(name, "refuse" if isinstance(a, Refuse) else "allow")
+        return list(answers)
+
+    async def _guarded(
+        self, hook: _Hook, attempt: Callable[[], Awaitable[_T]], count: int
+    ) -> _T | None:
+        """Breaker, timeout and fail mode around ``attempt``; None = failed open."""
+        name = hook.name
         try:
             if not hook.breaker.allow():
                 raise HookFailed("circuit_open", f"hook {name}: circuit open")
             try:
-                answer = await asyncio.wait_for(
-                    self._attempts(hook, request), hook.policy.timeout_s
-                )
+                result = await asyncio.wait_for(attempt(), hook.policy.timeout_s)
             except TimeoutError:
                 hook.breaker.failure()
                 raise HookFailed("timeout", f"hook {name}: no answer in time") from None
@@ -111,15 +163,15 @@ class Hooks:
                 hook.breaker.failure()
                 raise
             hook.breaker.success()
+            return result
         except HookFailed as e:
             log.warning("%s (%s)", e, "fail-open" if hook.policy.fail_open else "fail-closed")
+            outcome = "failed_open" if hook.policy.fail_open else "failed_closed"
+            for _ in range(count):
+                self._count(name, outcome)
             if hook.policy.fail_open:
-                self._count(name, "failed_open")
-                return ALLOW[name]
-            self._count(name, "failed_closed")
+                return None
             raise
-        self._count(name, "refuse" if isinstance(answer, Refuse) else "allow")
-        return answer
 
     async def _attempts(self, hook: _Hook, request: Request) -> Answer:
         async with hook.slots:
@@ -128,10 +180,8 @@ class Hooks:
                 try:
                     return await hook.call(request)
                 except HookFailed as e:
-                    if attempt >= hook.retries or e.reason not in (
-                        "unreachable",
-                        "retryable_status",
-                    ):
+                    retryable = e.reason in ("unreachable", "retryable_status")
+                    if attempt >= hook.retries or not retryable:
                         raise
                     attempt += 1
                     await asyncio.sleep(0.01 * attempt)

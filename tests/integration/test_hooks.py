@@ -10,6 +10,7 @@ requests. In-process hooks (examples/squall_hooks.py) run the same rules.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -175,6 +176,34 @@ async def test_pub_hook_allows_refuses_and_rewrites(
         msg = await b.expect("msg")
         assert msg["data"] == {"text": f"HI {i}"} and msg["seq"] == i + 1
     assert (await node.node.backend.recover("loud:x", 0, None)).publications[0].seq == 1
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_batched_pub_hook_one_request_per_batch(
+    nodes: NodeFactory, backend: dict[str, object], app: HookApp
+) -> None:
+    node = await start(nodes, backend, app.conf("pub", **{"hooks.pub.batch": True}))
+    a = await connect(node, token("alice"))
+    await a.request({"t": "join", "room": "loud:b"})
+    texts = ["one", "darn", "three", "four"]
+    for i, text in enumerate(texts):
+        a.send({"t": "pub", "id": 70 + i, "room": "loud:b", "data": {"text": text}})
+    answers = {}
+    msgs = []
+    while len(answers) < 4 or len(msgs) < 3:
+        f = await a.recv()
+        assert f is not None
+        if f["t"] == "msg":
+            msgs.append(f["data"]["text"])
+        else:
+            answers[f["id"] - 70] = f["t"]
+    assert answers == {0: "ok", 1: "err", 2: "ok", 3: "ok"}
+    assert msgs == ["ONE", "THREE", "FOUR"]  # in order, rewritten, the refused one left out
+    samples = node.node.metrics.registry.get_sample_value
+    assert samples("squall_hook_calls_total", {"hook": "pub", "outcome": "refuse"}) == 1
+    assert samples("squall_hook_calls_total", {"hook": "pub", "outcome": "allow"}) == 3
+    stats = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{app.port}/stats")
+    assert json.loads(stats.body) == {"pub": 4}
 
 
 @pytest.mark.gen_test(timeout=30)

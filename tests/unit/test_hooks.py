@@ -246,3 +246,43 @@ def test_rpc_frame_and_join_token_decode() -> None:
     assert join == JoinFrame(1, "r", None, None, "abc")
     with pytest.raises(RequestError):
         decode('{"t":"join","id":1,"room":"r","token":5}', Encoding.JSON)
+
+
+class Batcher:
+    """A pub transport with ``call_batch``: counts the requests it receives."""
+
+    retry_safe = False
+
+    def __init__(self, fail: bool = False) -> None:
+        self.batches: list[int] = []
+        self.fail = fail
+
+    async def __call__(self, request: Any) -> Any:
+        raise AssertionError("a batch transport gets batches")
+
+    async def call_batch(self, requests: list[Any]) -> list[Any]:
+        self.batches.append(len(requests))
+        if self.fail:
+            raise HookFailed("unreachable", "down")
+        return [Refuse(400, "no") if r.data == "bad" else PubAnswer(r.data) for r in requests]
+
+
+@pytest.mark.gen_test
+async def test_call_many_batches_in_one_request_and_fails_as_one() -> None:
+    t = Batcher()
+    hooks = Hooks({"pub": t}, {"pub": HookPolicy(batch=True)}, ManualClock())
+    reqs = [PubRequest("u", "c", "r", d) for d in ("a", "bad", "c")]
+    assert await hooks.call_many("pub", reqs) == [PubAnswer("a"), Refuse(400, "no"), PubAnswer("c")]
+    assert t.batches == [3]
+    down = Batcher(fail=True)
+    closed = Hooks({"pub": down}, {"pub": HookPolicy(batch=True)}, ManualClock())
+    results = await closed.call_many("pub", reqs)
+    assert all(isinstance(r, HookFailed) for r in results) and down.batches == [3]
+    opened = Hooks(
+        {"pub": Batcher(fail=True)}, {"pub": HookPolicy(batch=True, fail_open=True)}, ManualClock()
+    )
+    assert await opened.call_many("pub", reqs) == [PubAnswer(UNCHANGED)] * 3
+    # without batch: one call per request, concurrently
+    single = Flaky(0, retry_safe=False, delay=0.01)
+    plain = Hooks({"pub": single}, {"pub": HookPolicy()}, ManualClock())
+    assert await plain.call_many("pub", reqs) == [PubAnswer(UNCHANGED)] * 3 and single.calls == 3
