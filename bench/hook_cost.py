@@ -7,7 +7,8 @@ joins a room and publishes. Variants:
 * ``none``: no hook (the baseline);
 * ``module``: in-process hooks (``hooks.module: examples.squall_hooks``);
 * ``http``: HTTP pub hook to the example application (signed, keep-alive);
-* ``http-serial``: the same with ``hooks.max_concurrency: 1`` (no pipelining).
+* ``http-serial``: the same with ``hooks.max_concurrency: 1`` (no pipelining);
+* ``http-batch``: the same with ``hooks.pub.batch: true`` (one request per batch).
 
 Two measurements each: *sequential* (send one pub, wait for its ``ok``: the latency
 a hook adds to one message) and *pipelined* (``n`` pubs sent at once, the
@@ -138,6 +139,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "module": {"SQUALL_HOOKS__MODULE": "examples.squall_hooks"},
     "http": {},  # filled with the application's URL
     "http-serial": {"SQUALL_HOOKS__MAX_CONCURRENCY": "1"},
+    "http-batch": {"SQUALL_HOOKS__PUB__BATCH": "true"},
 }
 
 

@@ -438,9 +438,13 @@ class Session:
         self._rate_limited(conn, rid, 1.0)
 
     async def _presence(self, conn: Connection, f: PresenceFrame) -> None:
-        if not room_allowed(self._claims(conn), f.room):
+        policy = self._rules.of(f.room)
+        # members may ask (a token room or a server-side room is outside the claim)
+        if f.room not in conn.rooms and (
+            policy.join == "token" or not room_allowed(self._claims(conn), f.room)
+        ):
             raise RequestError(ErrCode.FORBIDDEN, "room not allowed", f.id)
-        if not self._rules.of(f.room).presence:
+        if not policy.presence:
             raise RequestError(ErrCode.FORBIDDEN, "presence is off in this room", f.id)
         users = await self._backend.presence_members(f.room)
         self._reply(conn, ok(f.id, users=users))

@@ -116,5 +116,8 @@ async def test_room_token_is_required_and_checked(
         assert e["code"] == 403 and e["reason"].startswith("invalid room token")
         if reason is not None:
             assert e["reason"] == f"invalid room token: {reason}"
+    no_peek = await a.request({"t": "presence", "room": "private:1"})
+    assert (no_peek["code"], no_peek["reason"]) == (403, "room not allowed")
     ok = await a.request({"t": "join", "room": "private:1", "token": room_token()})
     assert ok["t"] == "ok" and ok["room"] == "private:1"
+    assert (await a.request({"t": "presence", "room": "private:1"}))["users"] == ["alice"]
