@@ -100,6 +100,7 @@ class ServerConfig:
     workers: int = 1
     node_id: str | None = None
     drain_s: float = 10.0
+    backend_wait_s: float = 20.0
     trusted_proxies: tuple[str, ...] = ()
     tls: TLSConfig = field(default_factory=TLSConfig)
     websocket_compression: bool = False

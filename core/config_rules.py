@@ -77,6 +77,7 @@ _INT_MIN = {
 # Float keys: True = must be > 0, False = must be >= 0.
 _FLOAT_POSITIVE = {
     "server.drain_s": False,
+    "server.backend_wait_s": False,
     "auth.leeway_s": False,
     "auth.timeout_s": True,
     "auth.lockout.window_s": True,

@@ -34,11 +34,16 @@ from core.lifecycle import Lifecycle
 from core.metrics import Metrics
 from core.netaddr import origin_allowed
 from core.protocol import validate_room
-from core.refusal import count_auth_failure
+from core.refusal import count_auth_failure, origin_refusal, token_refusal
 
 __all__ = ["UNAVAILABLE", "Gate"]
 
-UNAVAILABLE = Refusal(503, "unavailable", "backend unavailable", 5)
+UNAVAILABLE = Refusal(
+    503,
+    "unavailable",
+    "backend unavailable: retry after Retry-After seconds (GET /readyz says when it is back)",
+    5,
+)
 
 
 def _locked_out(remaining_s: float) -> Refusal:
@@ -82,17 +87,22 @@ class Gate:
     def capacity_check(self) -> Refusal | None:
         """503 while draining, at ``max_connections``, or while the backend is down."""
         if self._life.draining:
-            return Refusal(503, "draining", "node is draining", 5, CloseCode.RESTART)
+            return Refusal(
+                503, "draining", "node is draining: reconnect to another", 5, CloseCode.RESTART
+            )
         if len(self._hub) + self.pending_handshakes >= self._settings.limits.max_connections:
-            return Refusal(503, "server_full", "too many connections", 5)
+            return Refusal(
+                503, "server_full", "too many connections on this node (limits.max_connections)", 5
+            )
         if not self._backend.available:
             return UNAVAILABLE
         return None
 
     def origin_check(self, origin: str | None, host: str | None) -> Refusal | None:
-        if origin_allowed(origin, host, self._settings.security.allowed_origins):
+        allowed = self._settings.security.allowed_origins
+        if origin_allowed(origin, host, allowed):
             return None
-        return Refusal(403, "origin_not_allowed", "origin not allowed")
+        return Refusal(403, "origin_not_allowed", origin_refusal(origin, host, allowed))
 
     async def lockout_check(self, ip: str) -> Refusal | None:
         try:
@@ -136,7 +146,7 @@ class Gate:
 
     async def _auth_failed(self, ip: str, reason: str) -> Refusal:
         await self.count_auth_failure(ip, reason)
-        return Refusal(401, "unauthorized", f"invalid token: {reason}")
+        return Refusal(401, "unauthorized", token_refusal(reason))
 
     # -- admission -----------------------------------------------------------------
 
@@ -174,7 +184,8 @@ class Gate:
             return Refusal(
                 429,
                 "too_many_connections",
-                "connection limit for this user reached",
+                "connection limit for this user reached (limits.max_connections_per_user "
+                "with limits.on_new_login: reject)",
                 1,
                 CloseCode.TOO_MANY_CONNECTIONS,
             )

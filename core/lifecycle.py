@@ -64,6 +64,9 @@ class Lifecycle:
         self._node_id = backend.node_id
         #: True once the node started draining: no new connection is admitted
         self.draining = False
+        #: True once the drain window is over: closes then release nothing one by one,
+        #: the backend's close releases everything of this node in one batch
+        self.stopping = False
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._empty = asyncio.Event()
@@ -90,12 +93,20 @@ class Lifecycle:
             log.error("background task failed", exc_info=task.exception())
 
     async def stop(self) -> None:
-        """Cancel expiry timers; give background work (closing cleanups) a grace period."""
+        """Cancel expiry timers; give background work (closing cleanups) a grace period,
+        then cancel and await what is left: nothing may run against a closed backend
+        (or be destroyed pending when the loop ends)."""
+        self.stopping = True
         for handle in self._expiry.values():
             handle.cancel()
         self._expiry.clear()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2.0)
+        late = list(self._tasks)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
 
     # -- creation and opening ------------------------------------------------------
 
@@ -198,8 +209,8 @@ class Lifecycle:
         self._metrics.connections.set(len(hub))
         self._metrics.users.set(hub.user_count())
         self._metrics.rooms.set(hub.room_count())
-        if conn.uid is None:
-            return
+        if conn.uid is None or self.stopping:
+            return  # stopping: released with every other entry of this node, in one batch
         rules = rules_for(self._settings.rooms)
         try:
             for room in rooms:

@@ -81,7 +81,9 @@ class Node:
         """Deregister from the backend (after the connections were closed).
 
         Background work still running (cleanup of closed connections) gets a short
-        grace period, so sessions are released rather than left to expire.
+        grace period, then is cancelled; the backend's close then releases every
+        session, membership and presence entry of this node still registered, in one
+        batch, before it disconnects.
         """
         await self.life.stop()
         await self.hooks.close()

@@ -15,6 +15,8 @@ gen_log = logging.getLogger("tornado.general")
 
 __all__ = ["SafeRequestMixin", "write_json_error"]
 
+log = logging.getLogger("squall.refusal")
+
 
 class SafeRequestMixin(tornado.web.RequestHandler):
     """Never puts the query string (which may hold ``?token=``) in a log line."""
@@ -44,7 +46,22 @@ def write_json_error(
     message: str,
     retry_after: float | None = None,
 ) -> None:
-    """Finish ``handler`` with PROTOCOL.md's JSON error body and status."""
+    """Finish ``handler`` with PROTOCOL.md's JSON error body and status.
+
+    Every refusal (handshake, login, token, server API) passes here and is logged at
+    INFO on ``squall.refusal`` with its status, reason code and message (which says
+    what to change); the path is logged without its query string (no token).
+    """
+    req = handler.request
+    log.info(
+        "refused %s %s (%s): %d %s: %s",
+        req.method,
+        req.path,
+        req.remote_ip,
+        status,
+        error,
+        message,
+    )
     handler.clear()
     handler.set_status(status)
     handler.set_header("Content-Type", "application/json")

@@ -173,7 +173,8 @@ class RedisBackend(SecurityRecords, Backend):
         )
         #: what close() deregisters: sessions and memberships written by this node
         self._own_sessions: dict[str, SessionRecord] = {}
-        self._own_memberships: set[Membership] = set()
+        #: membership -> whether its join was announced (its leave is, too)
+        self._own_memberships: dict[Membership, bool] = {}
         self._unique = itertools.count()
         self._session_ttl_ms = expiry_ms(options.session_ttl_s)
         # Registry keys outlive their newest entry: their TTL only collects garbage.
@@ -203,6 +204,10 @@ class RedisBackend(SecurityRecords, Backend):
     async def close(self) -> None:
         """Deregister this node's sessions and memberships, stop delivery, disconnect.
 
+        The deregistration is one batch (one pipeline; one per master on a cluster):
+        every session, every membership (with its ``leave`` event when its join was
+        announced and it was the user's last in the room) and the node's index, sent
+        while the command connections are still open; only then are they closed.
         Idempotent. Connections are released even when Redis is unreachable; the
         deregistration failure is then raised as :class:`BackendUnavailable` (the
         records expire after ``session_ttl_s`` anyway).
@@ -230,16 +235,17 @@ class RedisBackend(SecurityRecords, Backend):
 
     async def _deregister(self) -> None:
         sessions, self._own_sessions = list(self._own_sessions.values()), {}
-        memberships, self._own_memberships = list(self._own_memberships), set()
+        memberships, self._own_memberships = list(self._own_memberships.items()), {}
         k = self._keys
+        leave = self._scripts.presence_leave.sha
 
         def build(pipe: Any) -> None:
+            # Idempotent, as pipeline() requires: a second leave finds nothing to announce.
             for r in sessions:
                 pipe.zrem(k.user_sessions(r.uid), r.conn_id)
                 pipe.hdel(k.user_records(r.uid), r.conn_id)
-            for m in memberships:
-                pipe.zrem(k.room_presence(m.room), member(m.uid, m.conn_id))
-                pipe.zrem(k.room_presence_lex(m.room), member(m.uid, m.conn_id))
+            for m, announce in memberships:
+                pipe.execute_command("EVALSHA", leave, *self._leave_keys_args(m, announce))
             pipe.delete(k.node_sessions(self.node_id))
             pipe.zrem(k.nodes(), self.node_id)
 
@@ -441,25 +447,29 @@ class RedisBackend(SecurityRecords, Backend):
                 self._registry_key_ttl_ms,
             ),
         )
-        self._own_memberships.add(m)
+        self._own_memberships[m] = self._own_memberships.get(m, False) or announce
         return bool(first)
 
     async def presence_leave(self, m: Membership, announce: bool) -> bool:
         """See :meth:`Backend.presence_leave`; an unknown or expired ``m`` gives False."""
-        k = self._keys
-        last = await self._cmd.eval(
-            self._scripts.presence_leave,
-            (k.room_presence(m.room), k.room_presence_lex(m.room)),
-            (
-                self._now_ms(),
-                m.uid,
-                member(m.uid, m.conn_id),
-                k.room_channel(m.room) if announce else "",
-                encode_presence("leave", m.uid, m.conn_id) if announce else b"",
-            ),
-        )
-        self._own_memberships.discard(m)
+        _n, *keys_args = self._leave_keys_args(m, announce)
+        last = await self._cmd.eval(self._scripts.presence_leave, keys_args[:2], keys_args[2:])
+        self._own_memberships.pop(m, None)
         return bool(last)
+
+    def _leave_keys_args(self, m: Membership, announce: bool) -> tuple[Any, ...]:
+        """Key count, keys and arguments of the presence-leave script for ``m``."""
+        k = self._keys
+        return (
+            2,
+            k.room_presence(m.room),
+            k.room_presence_lex(m.room),
+            self._now_ms(),
+            m.uid,
+            member(m.uid, m.conn_id),
+            k.room_channel(m.room) if announce else "",
+            encode_presence("leave", m.uid, m.conn_id) if announce else b"",
+        )
 
     async def presence_members(self, room: str) -> list[str]:
         k = self._keys
