@@ -15,6 +15,8 @@ Guarantees:
 * a response larger than ``max_body`` bytes, a malformed status line or header, or a
   response without ``Content-Length`` (or chunked) raises :class:`HttpError`;
 * a cancelled request (timeout) closes its connection;
+* a request that fails on a reused idle connection (the server closed it meanwhile)
+  is sent once more, byte for byte, on a new connection; nothing else is retried here;
 * :meth:`HttpPool.close` closes every idle connection.
 """
 
@@ -35,6 +37,10 @@ _MAX_HEADERS = 100
 class HttpError(Exception):
     """The request could not be sent or the response read (connection refused, reset,
     malformed response)."""
+
+
+class _Stale(HttpError):
+    """The connection was closed before any byte of the response arrived."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,16 +116,18 @@ class HttpPool:
                 response, keep = await self._exchange(conn, request)
             except (HttpError, OSError, asyncio.IncompleteReadError) as e:
                 conn.close()
-                if not reused:
-                    raise HttpError(f"request failed: {type(e).__name__}") from None
+                if not reused or not isinstance(e, _Stale):
+                    raise _failure(e) from None
                 # An idle keep-alive connection the server closed meanwhile: one new try
-                # on a fresh connection (the request was never read by the server).
+                # on a fresh connection. The same bytes go again, nonce included: if the
+                # server had read the first copy, it refuses this one as a replay, so a
+                # request is never acted upon twice.
                 conn = await self._connect(origin)
                 try:
                     response, keep = await self._exchange(conn, request)
                 except (HttpError, OSError, asyncio.IncompleteReadError) as e2:
                     conn.close()
-                    raise HttpError(f"request failed: {type(e2).__name__}") from None
+                    raise _failure(e2) from None
                 except BaseException:
                     conn.close()
                     raise
@@ -143,11 +151,14 @@ class HttpPool:
         return _Conn(reader, writer)
 
     async def _exchange(self, conn: _Conn, request: bytes) -> tuple[HttpResponse, bool]:
-        conn.writer.write(request)
-        await conn.writer.drain()
-        status_line = await conn.reader.readline()
+        try:
+            conn.writer.write(request)
+            await conn.writer.drain()
+            status_line = await conn.reader.readline()
+        except ConnectionError as e:
+            raise _Stale(f"connection lost before the response: {type(e).__name__}") from None
         if not status_line:
-            raise HttpError("connection closed before the response")
+            raise _Stale("connection closed before the response")
         parts = status_line.decode("latin-1").split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
             raise HttpError("malformed status line")
@@ -184,3 +195,9 @@ class HttpPool:
                 with contextlib.suppress(Exception):
                     await conn.writer.wait_closed()
             origin.idle.clear()
+
+
+def _failure(e: BaseException) -> HttpError:
+    if isinstance(e, HttpError):
+        return HttpError(f"request failed: {e}")
+    return HttpError(f"request failed: {type(e).__name__}")

@@ -24,6 +24,7 @@ from core.hooks.contract import (
     answer_from_json,
     request_to_json,
 )
+from core.hooks.http_pool import HttpError, HttpPool
 from core.hooks.runner import HookPolicy, Hooks
 from core.namespaces import RoomRules
 from core.protocol import Encoding, JoinFrame, RequestError, RpcFrame, decode, pack_data
@@ -286,3 +287,81 @@ async def test_call_many_batches_in_one_request_and_fails_as_one() -> None:
     single = Flaky(0, retry_safe=False, delay=0.01)
     plain = Hooks({"pub": single}, {"pub": HookPolicy()}, ManualClock())
     assert await plain.call_many("pub", reqs) == [PubAnswer(UNCHANGED)] * 3 and single.calls == 3
+
+
+# -- the HTTP pool against a raw loopback server ---------------------------------------------
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_http_pool_refuses_unframed_responses_and_reconnects_after_close() -> None:
+    replies = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\nok",
+        b"garbage\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+    ]
+    served: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while replies:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                served.append(1)
+                reply = replies.pop(0)
+                writer.write(reply)
+                await writer.drain()
+                if b"Content-Length" not in reply or b"close" in reply:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}/h"
+    pool = HttpPool(max_connections=1)
+    try:
+        assert (await pool.post(url, b"{}", {})).body == b"ok"
+        # a malformed answer closes its connection (never retried); the next request
+        # opens a new one
+        for problem in ("chunked", "without Content-Length", "malformed status line"):
+            with pytest.raises(HttpError) as info:
+                await pool.post(url, b"{}", {})
+            assert problem in str(info.value)
+        closing = await pool.post(url, b"{}", {})
+        assert closing.status == 200 and closing.headers["connection"] == "close"
+        assert len(served) == 5 and pool.opened == 4
+    finally:
+        await pool.close()
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_http_pool_resends_once_when_the_server_closed_an_idle_connection() -> None:
+    requests: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        requests.append(head + await reader.readexactly(length))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")  # says keep-alive...
+        await writer.drain()
+        writer.close()  # ...but closes, as an idle timeout would
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/h"
+    pool = HttpPool()
+    try:
+        assert (await pool.post(url, b"1", {"X-Squall-Nonce": "n1"})).body == b"ok"
+        # whether the close reached the idle connection yet or not, the resend happens
+        assert (await pool.post(url, b"2", {"X-Squall-Nonce": "n2"})).body == b"ok"
+        assert pool.opened == 2 and len(requests) == 2
+        assert requests[1].endswith(b"2") and b"X-Squall-Nonce: n2" in requests[1]
+    finally:
+        await pool.close()
+        server.close()
+        await server.wait_closed()
