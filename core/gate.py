@@ -151,7 +151,9 @@ class Gate:
     # -- admission -----------------------------------------------------------------
 
     async def admit(self, conn: Connection, claims: Claims) -> Refusal | None:
-        """Register the session under the per-user cap; kick the oldest when told to."""
+        """Ask the connect hook (when configured: its refusal, or its failure when
+        fail-closed, refuses before anything is registered), then register the session
+        under the per-user cap; kick the oldest when told to."""
         refused = await self._connect_hook(conn, claims)
         if refused is not None:
             return refused
