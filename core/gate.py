@@ -27,7 +27,15 @@ from core.codes import CloseCode
 from core.config import Settings
 from core.connection import Connection
 from core.errors import AuthError, BackendUnavailable, Refusal, RequestError
-from core.hooks.contract import ConnectAnswer, ConnectRequest, HookFailed, Refuse
+from core.hooks.ask import ask
+from core.hooks.contract import (
+    ConnectAnswer,
+    ConnectRequest,
+    HookFailed,
+    RefreshAnswer,
+    RefreshRequest,
+    Refuse,
+)
 from core.hooks.runner import Hooks
 from core.hub import Hub
 from core.lifecycle import Lifecycle
@@ -219,6 +227,19 @@ class Gate:
         except BackendUnavailable:
             self._metrics.backend_errors.inc()  # delivered on the next connection instead
         return None
+
+    async def refresh_hook(self, conn: Connection, claims: Claims, request_id: int) -> None:
+        """Ask the refresh hook (when configured) about a valid token for the same user;
+        its refusal or fail-closed failure raises :class:`RequestError` (the ``err``
+        answering the ``refresh``); its ``meta``, when given, replaces the connection's."""
+        hooks = self.hooks
+        if hooks is None or not hooks.enabled("refresh"):
+            return
+        request = RefreshRequest(claims.sub, conn.conn_id, claims.exp, conn.meta or {})
+        answer = await ask(hooks, "refresh", request, request_id)
+        assert isinstance(answer, RefreshAnswer)
+        if answer.meta is not None:
+            conn.meta = answer.meta
 
     async def _connect_hook(self, conn: Connection, claims: Claims) -> Refusal | None:
         """Ask the connect hook (when configured); set the server-side rooms and meta."""

@@ -35,8 +35,6 @@ from core.hooks.contract import (
     JoinRequest,
     PubAnswer,
     PubRequest,
-    RefreshAnswer,
-    RefreshRequest,
     Refuse,
     RpcAnswer,
     RpcRequest,
@@ -480,12 +478,7 @@ class Session:
             raise RequestError(code, result.message, f.id)
         if result.sub != conn.uid:
             raise RequestError(ErrCode.FORBIDDEN, "token is for another user", f.id)
-        if self._hooks.enabled("refresh"):
-            request = RefreshRequest(result.sub, conn.conn_id, result.exp, conn.meta or {})
-            answer = await ask(self._hooks, "refresh", request, f.id)
-            assert isinstance(answer, RefreshAnswer)
-            if answer.meta is not None:
-                conn.meta = answer.meta
+        await self._gate.refresh_hook(conn, result, f.id)
         conn.claims = result
         self._life.rearm_expiry(conn)
         self._reply(conn, ok(f.id, exp=result.exp * 1000))

@@ -11,6 +11,8 @@ from core.hooks.contract import (
     JoinRequest,
     PubAnswer,
     PubRequest,
+    RefreshAnswer,
+    RefreshRequest,
     Refuse,
     RpcAnswer,
     RpcRequest,
@@ -23,6 +25,12 @@ async def connect(request: ConnectRequest) -> ConnectAnswer | Refuse:
     if request.uid.startswith("vip-"):
         return ConnectAnswer(rooms=("vip-lounge",), meta={"plan": "pro"})
     return ConnectAnswer(meta={"plan": "free"})
+
+
+async def refresh(request: RefreshRequest) -> RefreshAnswer | Refuse:
+    if request.uid == "lapsed":
+        return Refuse(403, "subscription lapsed")
+    return RefreshAnswer(meta={**request.meta, "refreshed": True})
 
 
 async def join(request: JoinRequest) -> JoinAnswer | Refuse:

@@ -375,3 +375,20 @@ async def test_in_process_module_hooks(nodes: NodeFactory, backend: dict[str, ob
     assert (failed["code"], failed["reason"]) == (503, "application unavailable")
     added = await a.request({"t": "rpc", "method": "add", "data": {"a": 1, "b": 2}})
     assert added["data"] == {"sum": 3}
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_in_process_connect_after_first_frame_auth_and_refresh(
+    nodes: NodeFactory, backend: dict[str, object]
+) -> None:
+    node = await nodes({**backend, "hooks.module": "examples.squall_hooks"})
+    late = await connect(node)  # no token at the handshake: first-frame auth
+    late.send({"t": "auth", "token": token("mallory")})
+    assert await late.closed() == 4003  # refused by the connect hook, do not reconnect
+    ok = await connect(node)
+    ok.send({"t": "auth", "token": token("vip-fi")})
+    assert (await ok.expect("welcome"))["rooms"] == ["vip-lounge"]
+    lapsed = await connect(node, token("lapsed"))
+    no = await lapsed.request({"t": "refresh", "token": token("lapsed")})
+    assert (no["t"], no["code"], no["reason"]) == ("err", 403, "subscription lapsed")
+    assert (await ok.request({"t": "refresh", "token": token("vip-fi")}))["t"] == "ok"
