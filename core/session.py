@@ -121,7 +121,13 @@ class Session:
             return
         # A pub to a joined room is charged inside the publish (one backend round trip
         # for both); every other frame is charged here.
-        charged_by_publish = isinstance(frame, PubFrame) and frame.room in conn.rooms
+        # With a pub hook, pubs are charged here too: one the application refuses is
+        # never published, and must still count (a flood must not reach the application).
+        charged_by_publish = (
+            isinstance(frame, PubFrame)
+            and frame.room in conn.rooms
+            and not self._hooks.enabled("pub")
+        )
         if not charged_by_publish and not await self._rate_ok(conn, getattr(frame, "id", None)):
             return
         try:
@@ -354,7 +360,7 @@ class Session:
             conn.uid,
             self._life.now_ms(),
             origin=f"{conn.conn_id}:{f.id}",
-            rate=self._rate_spec(conn),
+            rate=None if self._hooks.enabled("pub") else self._rate_spec(conn),
         )
         queue = conn.pubq
         if queue is None:
