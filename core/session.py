@@ -9,6 +9,7 @@ Every request gets exactly one ``ok`` or ``err`` (``ping`` gets ``pong``).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import replace
 from functools import partial
@@ -121,13 +122,8 @@ class Session:
             return
         # A pub to a joined room is charged inside the publish (one backend round trip
         # for both); every other frame is charged here.
-        # With a pub hook, pubs are charged here too: one the application refuses is
-        # never published, and must still count (a flood must not reach the application).
-        charged_by_publish = (
-            isinstance(frame, PubFrame)
-            and frame.room in conn.rooms
-            and not self._hooks.enabled("pub")
-        )
+        # (with a pub hook, the publisher charges a batch before asking the hook)
+        charged_by_publish = isinstance(frame, PubFrame) and frame.room in conn.rooms
         if not charged_by_publish and not await self._rate_ok(conn, getattr(frame, "id", None)):
             return
         try:
@@ -375,7 +371,7 @@ class Session:
             while conn.pubq:
                 batch, conn.pubq = conn.pubq, []
                 if self._hooks.enabled("pub"):
-                    batch = await self._pub_hooks(conn, batch)
+                    batch = await self._pub_hooks(conn, await self._charge(conn, batch))
                     if not batch:
                         continue
                 outcomes = await self._backend.publish_many([r for _, r in batch])
@@ -394,6 +390,32 @@ class Session:
                         )
         finally:
             conn.pubq = None
+
+    async def _charge(
+        self, conn: Connection, batch: list[tuple[int, PublishRequest]]
+    ) -> list[tuple[int, PublishRequest]]:
+        """Charge a batch of pubs to the rate limit before the pub hook sees them (the
+        charges run concurrently): a pub the application refuses still counts, and a
+        flood is answered 429 without reaching the application. The ones within the
+        limit, in order."""
+        spec = self._rate_spec(conn)
+        retries = await asyncio.gather(
+            *(self._backend.rate_hit(spec.key, spec.limit, spec.window_s) for _ in batch),
+            return_exceptions=True,
+        )
+        kept: list[tuple[int, PublishRequest]] = []
+        for (rid, request), retry in zip(batch, retries, strict=True):
+            if isinstance(retry, BackendUnavailable):
+                self._metrics.backend_errors.inc()
+                retry = 0.0  # as _rate_ok: the rate limit is not a security check
+            elif isinstance(retry, BaseException):
+                raise retry
+            if retry > 0:
+                conn.pending_pubs.pop(rid, None)
+                self._rate_limited(conn, rid, retry)
+            else:
+                kept.append((rid, request))
+        return kept
 
     async def _pub_hooks(
         self, conn: Connection, batch: list[tuple[int, PublishRequest]]
