@@ -235,7 +235,9 @@ class Session:
         if self._hooks.enabled("join"):
             request = JoinRequest(conn.uid, conn.conn_id, f.room, conn.meta or {})
             await ask(self._hooks, "join", request, f.id)
-            if conn.closed or f.room in conn.rooms:
+            if conn.closed:
+                return
+            if f.room in conn.rooms:  # a server-side join of the same room meanwhile
                 raise RequestError(ErrCode.CONFLICT, "already joined", f.id)
         since = f.since if policy.recovery else None
         await self._join_room(conn, f.room, policy, since, f.epoch, f.id)
