@@ -40,6 +40,7 @@ from core.protocol import (
 )
 from core.session import deliver_dm
 from core.signing import RequestVerifier, SignatureError
+from core.stats import totals
 
 __all__ = ["MAX_BAN_TTL_S", "OPERATIONS", "ApiError", "ApiGuard", "Caller", "ServerApi"]
 
@@ -180,6 +181,7 @@ class ServerApi:
     async def _op_stats(self, params: Mapping[str, Any]) -> dict[str, Any]:
         node = self._node
         counts = await node.backend.cluster_counts()
+        nodes = await node.backend.node_stats()
         return {
             "node": {
                 "id": node.node_id,
@@ -189,6 +191,9 @@ class ServerApi:
                 "draining": node.draining,
             },
             "cluster": {"connections": sum(counts.values()), "nodes": counts},
+            "nodes": nodes,
+            "totals": totals(nodes),
+            "interval_s": node.stats.interval_s,
         }
 
     async def _close_user(self, uid: str, code: CloseCode, reason: str) -> int:

@@ -11,7 +11,10 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Final
 
-__all__ = ["NO_RECONNECT", "CloseCode", "ErrCode", "should_reconnect"]
+__all__ = ["GOING_AWAY", "NO_RECONNECT", "RESTART", "CloseCode", "ErrCode", "should_reconnect"]
+
+#: RFC 6455 1001 "going away": what a server that shuts down without a ``bye`` sends
+GOING_AWAY: Final = 1001
 
 
 class CloseCode(IntEnum):
@@ -49,6 +52,11 @@ NO_RECONNECT: Final = frozenset(
         CloseCode.TOO_MANY_CONNECTIONS,
     }
 )
+
+
+#: Codes announcing a restart or a drain: not a failure, so clients reconnect after a
+#: short jittered delay with their attempt count started over.
+RESTART: Final = frozenset({GOING_AWAY, int(CloseCode.RESTART)})
 
 
 def should_reconnect(code: int) -> bool:

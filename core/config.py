@@ -105,6 +105,7 @@ class ServerConfig:
     tls: TLSConfig = field(default_factory=TLSConfig)
     websocket_compression: bool = False
     static: bool = True
+    stats_interval_s: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,10 @@ class Hub:
     def get(self, conn_id: str) -> Connection | None:
         return self._conns.get(conn_id)
 
+    def first(self) -> Connection | None:
+        """The connection tracked longest (connections are kept in the order added)."""
+        return next(iter(self._conns.values()), None)
+
     def add(self, conn: Connection) -> None:
         """Track a connection (authenticated or not yet)."""
         self._conns[conn.conn_id] = conn

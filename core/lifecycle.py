@@ -157,6 +157,7 @@ class Lifecycle:
             self._node_id,
             self._settings.heartbeat.interval_s,
             conn.claims.exp * 1000,
+            conn.encoding,
         )
         if conn.auto_rooms:
             frame["rooms"] = list(conn.auto_rooms)  # joined next, each answered `joined`

@@ -136,6 +136,24 @@ class Metrics:
         self.draining = Gauge(
             "squall_draining", "1 while the node drains", registry=r, multiprocess_mode="livemax"
         )
+        self.max_connections = Gauge(
+            "squall_max_connections",
+            "limits.max_connections of this node (summed over a dyno's workers)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.backend_rtt = Gauge(
+            "squall_backend_rtt_seconds",
+            "Round trip of the node's last stats write to the backend",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.oldest_connection = Gauge(
+            "squall_oldest_connection_seconds",
+            "Age of the oldest open connection of this node (0 without any)",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.errors = Counter("squall_err_replies", "err replies, by code", ["code"], registry=r)
         self.hook_calls = Counter(
             "squall_hook_calls",

@@ -28,6 +28,7 @@ from core.hub import Hub
 from core.lifecycle import Lifecycle
 from core.metrics import Metrics
 from core.router import Router
+from core.stats import StatsReporter
 from core.subscriptions import Subscriptions
 from core.writer import WriteBatcher
 
@@ -65,6 +66,8 @@ class Node:
         #: the application's hooks (docs/hooks.md); none configured: every call skipped
         self.hooks = build_hooks(settings, clock, metrics.count_hook)
         self.gate.hooks = self.hooks
+        #: writes this node's cluster stats record (``/api/stats``) while started
+        self.stats = StatsReporter(self, settings.server.stats_interval_s)
 
     @property
     def draining(self) -> bool:
@@ -76,6 +79,7 @@ class Node:
     async def start(self) -> None:
         await self.backend.start(self.router)
         self.metrics.backend_available.set(1 if self.backend.available else 0)
+        self.stats.start()
 
     async def stop(self) -> None:
         """Deregister from the backend (after the connections were closed).
@@ -87,6 +91,7 @@ class Node:
         """
         await self.life.stop()
         await self.hooks.close()
+        await self.stats.stop()
         try:
             await self.backend.close()
         except BackendUnavailable:

@@ -460,9 +460,22 @@ def encode_dm(dm: DirectMessage, offline: bool, encoding: Encoding) -> bytes | s
 # -- server frame builders -----------------------------------------------------------
 
 
-def welcome(conn: str, uid: str, node: str, hb: float, exp: int) -> dict[str, Any]:
-    """``welcome``: connection id, user id, node id, heartbeat interval (s), token exp (ms)."""
-    return {"t": "welcome", "conn": conn, "uid": uid, "node": node, "hb": hb, "exp": exp}
+def welcome(
+    conn: str, uid: str, node: str, hb: float, exp: int, encoding: Encoding | None = None
+) -> dict[str, Any]:
+    """``welcome``: connection id, user id, node id, heartbeat interval (s), token exp (ms);
+    with ``encoding``, the extension field ``subprotocol`` naming the one in use."""
+    frame: dict[str, Any] = {
+        "t": "welcome",
+        "conn": conn,
+        "uid": uid,
+        "node": node,
+        "hb": hb,
+        "exp": exp,
+    }
+    if encoding is not None:
+        frame["subprotocol"] = encoding.value
+    return frame
 
 
 def ok(request_id: int, **fields: Any) -> dict[str, Any]:

@@ -45,12 +45,14 @@ def write_json_error(
     error: str,
     message: str,
     retry_after: float | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Finish ``handler`` with PROTOCOL.md's JSON error body and status.
 
     Every refusal (handshake, login, token, server API) passes here and is logged at
     INFO on ``squall.refusal`` with its status, reason code and message (which says
     what to change); the path is logged without its query string (no token).
+    ``extra`` adds fields to the body (never ``error`` or ``message``).
     """
     req = handler.request
     log.info(
@@ -68,5 +70,5 @@ def write_json_error(
     handler.set_header("Cache-Control", "no-store")
     if retry_after is not None:
         handler.set_header("Retry-After", str(max(1, math.ceil(retry_after))))
-    body: dict[str, Any] = {"error": error, "message": message}
+    body: dict[str, Any] = {**(extra or {}), "error": error, "message": message}
     handler.finish(json.dumps(body))

@@ -24,6 +24,7 @@ from core.netaddr import TrustedProxies, client_ip
 from core.node import Node
 from core.protocol import CloseCode, Encoding, select_encoding
 from core.session import Session
+from core.subprotocols import SUPPORTED, refusal_of_offer
 from handlers.base import SafeRequestMixin, write_json_error
 from handlers.tornado_private import make_protocol
 from handlers.transport import MessageTransport, TornadoTransport
@@ -90,6 +91,11 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
 
     async def prepare(self) -> None:
         gate = self.gate
+        unsupported = refusal_of_offer(self.request.headers.get("Sec-WebSocket-Protocol"))
+        if unsupported is not None:
+            self.metrics.handshakes.labels("400").inc()
+            extra = {"supported": list(SUPPORTED)}
+            return write_json_error(self, 400, "bad_subprotocol", unsupported, extra=extra)
         reject = gate.capacity_check()
         if reject is not None:
             return self._refuse(reject)

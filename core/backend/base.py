@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from core.errors import BackendUnavailable, RateLimited
 from core.messages import DirectMessage, PresenceEvent, Publication, Recovery, RoomPosition
@@ -40,6 +40,7 @@ __all__ = [
     "Membership",
     "NodeCommand",
     "NodeOp",
+    "NodeStats",
     "Policy",
     "PresenceEvent",
     "Publication",
@@ -54,6 +55,10 @@ __all__ = [
 ]
 
 Policy = Literal["kick_oldest", "reject"]
+
+#: One node's stats record (:mod:`core.stats`): a JSON-ready map with at least
+#: ``node`` (the writer's node id) and ``ts`` (Unix ms of the write).
+NodeStats = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +331,26 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def cluster_counts(self) -> dict[str, int]:
         """Live sessions per node id."""
+
+    # -- cluster stats -----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def put_node_stats(self, record: Mapping[str, Any], ttl_s: float) -> None:
+        """Publish this node's stats record (JSON-ready), replacing its previous one.
+
+        The stored record is ``record`` with ``node`` set to this node's id. It stays
+        listed by :meth:`node_stats` for ``ttl_s`` seconds unless written again: a node
+        that dies disappears from every node's view within ``ttl_s``.
+        """
+
+    @abc.abstractmethod
+    async def drop_node_stats(self) -> None:
+        """Remove this node's stats record now (a clean stop). Idempotent."""
+
+    @abc.abstractmethod
+    async def node_stats(self) -> list[NodeStats]:
+        """The live stats record of every node of the cluster (this one included when
+        it wrote one), sorted by node id. Cluster-wide; a read, not atomic across nodes."""
 
     @abc.abstractmethod
     async def send_command(self, node_id: str, command: NodeCommand) -> None:

@@ -41,9 +41,10 @@ mixin of :class:`RedisBackend`.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
@@ -59,6 +60,7 @@ from core.backend.base import (
     DirectMessage,
     Membership,
     NodeCommand,
+    NodeStats,
     Policy,
     Publication,
     PublishOutcome,
@@ -621,6 +623,62 @@ class RedisBackend(SecurityRecords, Backend):
 
         counts = await self._cmd.pipeline("cluster_counts", counting) if nodes else []
         return {node: n for node, n in zip(nodes, counts, strict=True) if n > 0}
+
+    # -- cluster stats -----------------------------------------------------------
+
+    async def put_node_stats(self, record: Mapping[str, Any], ttl_s: float) -> None:
+        """See :meth:`Backend.put_node_stats`: one pipeline, the record as a JSON string
+        with a PX TTL plus its expiry in the stats index (expired entries dropped)."""
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
+        k = self._keys
+        text = json.dumps({**record, "node": self.node_id})
+        ttl_ms = max(1, int(ttl_s * 1000))
+        now = self._now_ms()
+
+        def build(pipe: Any) -> None:
+            pipe.set(k.node_stats(self.node_id), text, px=ttl_ms)
+            pipe.zadd(k.stats_index(), {self.node_id: now + ttl_ms})
+            pipe.zremrangebyscore(k.stats_index(), "-inf", now)
+            pipe.pexpire(k.stats_index(), ttl_ms * 10)
+
+        await self._cmd.pipeline("put_node_stats", build)
+
+    async def drop_node_stats(self) -> None:
+        k = self._keys
+
+        def build(pipe: Any) -> None:
+            pipe.delete(k.node_stats(self.node_id))
+            pipe.zrem(k.stats_index(), self.node_id)
+
+        await self._cmd.pipeline("drop_node_stats", build)
+
+    async def node_stats(self) -> list[NodeStats]:
+        """See :meth:`Backend.node_stats`: two round trips (the index, then the records);
+        a record whose key already expired is left out."""
+        k = self._keys
+        now = self._now_ms()
+
+        def listing(pipe: Any) -> None:
+            pipe.zrangebyscore(k.stats_index(), f"({now}", "+inf")
+
+        nodes = sorted(n.decode() for n in (await self._cmd.pipeline("node_stats", listing))[0])
+        if not nodes:
+            return []
+
+        def reading(pipe: Any) -> None:
+            for node in nodes:
+                pipe.get(k.node_stats(node))
+
+        texts = await self._cmd.pipeline("node_stats", reading)
+        records: list[NodeStats] = []
+        for text in texts:
+            if text is None:
+                continue
+            record = json.loads(text)
+            if isinstance(record, dict):
+                records.append(record)
+        return records
 
     async def send_command(self, node_id: str, command: NodeCommand) -> None:
         """See :meth:`Backend.send_command`: one PUBLISH to the node's mailbox channel."""

@@ -25,7 +25,7 @@ from tests.harness import RunningNode, connect, eventually, token
 from tests.tokens import make_token
 
 # reconnects in tests wait at most a few milliseconds
-FAST = Backoff(base=0.01, cap=0.02)
+FAST = Backoff(base=0.01, cap=0.02, restart_delay=0.02)
 
 
 async def _next(stream: AsyncIterator[Frame], timeout: float = 5.0) -> Frame:

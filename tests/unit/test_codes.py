@@ -10,7 +10,8 @@ import re
 from pathlib import Path
 
 from client.frames import NO_RECONNECT as CLIENT_NO_RECONNECT
-from core.codes import NO_RECONNECT, CloseCode, should_reconnect
+from client.frames import RESTART as CLIENT_RESTART
+from core.codes import NO_RECONNECT, RESTART, CloseCode, should_reconnect
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,11 +20,23 @@ def test_python_client_takes_the_servers_no_reconnect_set() -> None:
     assert set(CLIENT_NO_RECONNECT) == {int(c) for c in NO_RECONNECT}
 
 
-def test_browser_client_takes_the_servers_no_reconnect_set() -> None:
+def test_python_client_takes_the_servers_restart_set() -> None:
+    assert set(CLIENT_RESTART) == set(RESTART)
+
+
+def _js_set(name: str) -> set[int]:
     source = (ROOT / "static" / "squall.js").read_text()
-    found = re.findall(r"NO_RECONNECT\s*=\s*new Set\(\[([0-9,\s]+)\]\)", source)
-    assert len(found) == 1, "static/squall.js must define NO_RECONNECT exactly once"
-    assert {int(x) for x in found[0].split(",")} == {int(c) for c in NO_RECONNECT}
+    found = re.findall(name + r"\s*=\s*new Set\(\[([0-9,\s]+)\]\)", source)
+    assert len(found) == 1, f"static/squall.js must define {name} exactly once"
+    return {int(x) for x in found[0].split(",")}
+
+
+def test_browser_client_takes_the_servers_no_reconnect_set() -> None:
+    assert _js_set("NO_RECONNECT") == {int(c) for c in NO_RECONNECT}
+
+
+def test_browser_client_takes_the_servers_restart_set() -> None:
+    assert _js_set("RESTART") == set(RESTART)
 
 
 def test_protocol_contract_lists_the_same_codes() -> None:

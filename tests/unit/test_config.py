@@ -132,6 +132,7 @@ CONTRACT_DEFAULTS: dict[str, object] = {
     "server.tls.client_ca_file": None,
     "server.websocket_compression": False,
     "server.static": True,
+    "server.stats_interval_s": 2.0,
     "backend.url": None,
     "backend.key_prefix": "squall:",
     "backend.ssl_ca_file": None,
