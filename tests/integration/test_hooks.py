@@ -408,3 +408,15 @@ async def test_pubs_refused_by_the_hook_still_count_toward_the_rate_limit(
         for _ in range(6)
     ]
     assert codes == [400, 400, 400, 400, 429, 429]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_connect_hook_fail_open_admits_while_the_application_is_down(
+    nodes: NodeFactory, app: HookApp
+) -> None:
+    node = await nodes(app.conf("connect", "rpc", **{"hooks.connect.fail": "open"}))
+    app.stop()
+    c = await connect(node, token("mallory"), welcome=False)  # unchecked: allowed
+    assert "rooms" not in await c.expect("welcome")
+    down = await c.request({"t": "rpc", "method": "add", "data": {"a": 1, "b": 1}})
+    assert (down["code"], down["reason"]) == (503, "application unavailable")  # rpc: closed

@@ -170,6 +170,7 @@ async def test_fail_open_allows_and_concurrency_is_bounded() -> None:
         ({"hooks.rpc.timeout_s": 0}, "hooks.rpc.timeout_s", "greater than 0"),
         ({"hooks.rpc.fail": "maybe"}, "hooks.rpc.fail", "one of open, closed"),
         ({"hooks.max_concurrency": 0}, "hooks.max_concurrency", "at least 1"),
+        ({"hooks.rpc.batch": True}, "hooks.rpc.batch", "only the pub hook batches"),
         ({"hooks.module": "no_such_module_x"}, "hooks.module", "cannot import"),
         ({"hooks.module": "1bad"}, "hooks.module", "dotted Python module"),
         ({"rooms.namespaces": {"pattern": "a"}}, "rooms.namespaces", "a list"),
@@ -365,3 +366,13 @@ async def test_http_pool_resends_once_when_the_server_closed_an_idle_connection(
         await pool.close()
         server.close()
         await server.wait_closed()
+
+
+def test_namespaces_from_the_environment() -> None:
+    env = {**ENV, "SQUALL_ROOMS__NAMESPACES": '[{pattern: "feed:*", publish: server}]'}
+    settings = load(None, env)
+    assert RoomRules(settings.rooms).of("feed:1").publish == "server"
+    with pytest.raises(ConfigError) as info:
+        load(None, {**ENV, "SQUALL_ROOMS__NAMESPACES": "[{pattern: 1}]"})
+    assert info.value.key == "rooms.namespaces"
+    assert "SQUALL_ROOMS__NAMESPACES" in str(info.value)
