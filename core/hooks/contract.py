@@ -23,7 +23,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal, TypeAlias
 
 __all__ = [
+    "ALLOW",
     "HOOK_NAMES",
+    "MAX_MESSAGE_CHARS",
     "REFUSE_CODES",
     "UNCHANGED",
     "Answer",
@@ -44,6 +46,7 @@ __all__ = [
     "SendAnswer",
     "SendRequest",
     "answer_from_json",
+    "answer_types",
     "request_to_json",
 ]
 
