@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -109,6 +109,14 @@ class BackendOptions:
     #: how long a session record or room membership lives without a refresh
     #: (the composition root sets it to 2 x heartbeat.interval_s)
     session_ttl_s: float = 50.0
+    #: per-room ``(history_size, history_ttl_s)`` (room namespaces); None: the two above
+    room_history: Callable[[str], tuple[int, int]] | None = None
+
+    def history_for(self, room: str) -> tuple[int, int]:
+        """``(history_size, history_ttl_s)`` of ``room``."""
+        if self.room_history is None:
+            return self.history_size, self.history_ttl_s
+        return self.room_history(room)
 
 
 #: Bytes counted per inbox message on top of its data and ids (frame keys, ts, flags).
