@@ -34,6 +34,7 @@ from core.backend.base import (
     Publication,
     SessionRecord,
 )
+from core.catchup import RoomCatchup
 from core.clock import Clock
 from core.config import Settings
 from core.connection import Connection, Transport
@@ -100,7 +101,8 @@ class Node:
         self.clock = clock
         self.metrics = metrics
         self.hub = Hub()
-        self.subs = Subscriptions(backend, self.hub)
+        self.catchup = RoomCatchup(backend, self.hub, self._deliver, self._ack_origin, self.spawn)
+        self.subs = Subscriptions(backend, self.hub, on_unsubscribed=self.catchup.forget)
         self.draining = False
         self.pending_handshakes = 0
         self._expiry: dict[str, asyncio.TimerHandle] = {}
@@ -380,7 +382,10 @@ class Node:
     # -- backend listener ------------------------------------------------------
 
     def on_publication(self, pub: Publication) -> None:
-        start = self.clock.monotonic()
+        # In order and once per room; gaps are caught up from history (core.catchup).
+        self.catchup.publication(pub)
+
+    def _ack_origin(self, pub: Publication) -> None:
         if pub.origin is not None:
             # The publisher's ``ok`` must precede the ``msg`` on its connection.
             conn_id, _, rid = pub.origin.rpartition(":")
@@ -388,6 +393,10 @@ class Node:
             if origin is not None and rid.isdigit() and int(rid) in origin.pending_pubs:
                 origin.pending_pubs.pop(int(rid), None)
                 origin.send_frame({"t": "ok", "id": int(rid), "seq": pub.seq})
+
+    def _deliver(self, pub: Publication) -> None:
+        start = self.clock.monotonic()
+        self._ack_origin(pub)
         out = Outbound(lambda enc: encode_msg(pub, enc))
         sent = self.hub.fanout(pub, out)
         if sent:
@@ -432,6 +441,8 @@ class Node:
         self.metrics.backend_available.set(1 if available else 0)
         if available:
             log.info("backend available")
+            # resubscribed: what the rooms missed meanwhile comes from history
+            self.catchup.resume_all()
             if self._backend_lost:
                 self._backend_lost = False
                 self.spawn(self.reregister())

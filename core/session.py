@@ -217,6 +217,7 @@ class Session:
             # closed() already ran for this connection's rooms; undo our membership.
             await node.backend.presence_leave(membership, node.settings.rooms.presence_events)
             return
+        node.catchup.seen(f.room, position.epoch, position.seq)
         last = f.since if f.since is not None else position.seq
         for pub in history:
             if pub.seq > last:
@@ -232,6 +233,7 @@ class Session:
             if pub.seq > last and pub.epoch == position.epoch:
                 conn.send(Outbound(partial(encode_msg, pub)))
                 last = pub.seq
+        node.catchup.joined(f.room, conn.conn_id, position.epoch, last)
 
     async def _quiet_sync(self, room: str) -> None:
         try:
@@ -256,6 +258,9 @@ class Session:
         if f.room not in conn.rooms:
             raise RequestError(ErrCode.FORBIDDEN, "join the room before publishing", f.id)
         node = self.node
+        if not node.backend.available:
+            # Not subscribed: an ok now could not promise delivery to this node's members.
+            raise RequestError(ErrCode.UNAVAILABLE, "not subscribed: backend unavailable", f.id)
         conn.pending_pubs[f.id] = None
         try:
             pub = await node.backend.publish(
