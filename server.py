@@ -56,6 +56,7 @@ def build_backend(settings: Settings, node_id: str, clock: Clock) -> Backend:
         offline_max_messages=settings.offline.max_messages,
         offline_ttl_s=settings.offline.ttl_s,
         session_ttl_s=2 * settings.heartbeat.interval_s,
+        presence_events=settings.rooms.presence_events,
     )
     if settings.backend.url is None:
         return MemoryBackend(node_id, options, clock)
