@@ -167,7 +167,6 @@ class RedisBackend(SecurityRecords, Backend):
             on_room=self._on_room,
             on_availability=self._on_availability,
             prepare=self._cmd.load_scripts,
-            publish=self._probe_publish,
             clock=clock,
             retry=reconnect or RetryPolicy(FullJitterBackoff(base=0.05, cap=2.0)),
             probe_interval_s=probe_interval_s,
@@ -247,12 +246,6 @@ class RedisBackend(SecurityRecords, Backend):
             pipe.zrem(k.nodes(), self.node_id)
 
         await self._cmd.pipeline("deregister", build)
-
-    # -- plumbing ----------------------------------------------------------------
-
-    async def _probe_publish(self, channel: bytes, token: bytes) -> None:
-        async with self._cmd.slot():
-            await self._cmd.publish(channel, token)
 
     # -- pub/sub callbacks -----------------------------------------------------
 

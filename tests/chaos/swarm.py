@@ -252,10 +252,12 @@ class Swarm:
                             self.ready += 1
             finally:
                 self.live.discard(ws)
+            if self.stopping:
+                return
             code = ws.close_code
             self.closes[str(code)] = self.closes.get(str(code), 0) + 1
             self.close_times.append(time.time())
-            if self.stopping or not self.spec.get("reconnect", False):
+            if not self.spec.get("reconnect", False):
                 return
             closed_at = time.monotonic()
             await asyncio.sleep(random.uniform(0, self.spec.get("jitter_s", 1.0)))
