@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from core.admission import AdmissionGate
 from core.auth import AuthError, Claims, TokenVerifier
 from core.backend.base import (
     Backend,
@@ -54,7 +55,7 @@ from core.protocol import (
 from core.refusal import count_auth_failure
 from core.subscriptions import Subscriptions
 
-__all__ = ["Node", "Reject"]
+__all__ = ["UNAVAILABLE", "Node", "Reject"]
 
 log = logging.getLogger("squall.node")
 
@@ -105,6 +106,8 @@ class Node:
         self.subs = Subscriptions(backend, self.hub, on_unsubscribed=self.catchup.forget)
         self.draining = False
         self.pending_handshakes = 0
+        #: handshakes queue here (bounded) rather than failing at once in a storm
+        self.gate = AdmissionGate(lambda: backend.available)
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._empty = asyncio.Event()

@@ -20,7 +20,7 @@ from tornado.websocket import WebSocketProtocol, _WebSocketParams
 
 from core.connection import Connection
 from core.netaddr import TrustedProxies, client_ip
-from core.node import Node, Reject
+from core.node import UNAVAILABLE, Node, Reject
 from core.protocol import CloseCode, Encoding, select_encoding
 from core.session import Session
 from handlers.base import SafeRequestMixin, write_json_error
@@ -80,6 +80,21 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
         write_json_error(self, reject.status, reject.error, reject.message, reject.retry_after)
 
     async def prepare(self) -> None:
+        node = self.node
+        reject = node.capacity_check()
+        if reject is not None and reject is not UNAVAILABLE:
+            return self._refuse(reject)
+        # A storm queues here (bounded wait, FIFO), also for a backend coming back.
+        if not await node.gate.enter():
+            return self._refuse(
+                Reject(503, CloseCode.INTERNAL, "busy", "try again", node.gate.retry_after())
+            )
+        try:
+            await self._admit()
+        finally:
+            node.gate.leave()
+
+    async def _admit(self) -> None:
         node = self.node
         reject = node.capacity_check()
         if reject is not None:

@@ -1,0 +1,134 @@
+"""Storm-proof admission: handshakes queue for a bounded time instead of failing at once.
+
+A node that restarts under thousands of clients gets all of them back within a few
+seconds. Run concurrently, their backend round trips would queue for the backend's
+connection pool until its timeout and fail as "backend unavailable": a wall of 503s
+that sends everyone back into the storm. :class:`AdmissionGate` lets at most
+``concurrency`` handshakes do backend work at a time, first come first served, and
+holds the others in a queue.
+
+Guarantees:
+
+* At most ``concurrency`` holders at any time; waiters are served in arrival order.
+* A waiter is refused (``None`` from :meth:`AdmissionGate.enter`, the caller answers
+  503 with :meth:`AdmissionGate.retry_after`) when the queue already holds
+  ``max_waiting`` handshakes, or when it did not get a slot within ``max_wait_s``:
+  no handshake waits longer than that, whatever the storm.
+* While the backend is unavailable (``available()`` false) nobody is let through:
+  waiters wait, within the same bound, for it to come back (a node just started, or
+  a blip shorter than ``max_wait_s``, costs a delay rather than a refusal).
+* A holder must call :meth:`AdmissionGate.leave` exactly once (also when cancelled:
+  the caller's ``finally``); a waiter cancelled while queued leaves nothing behind.
+* ``Retry-After`` grows with the queue and is jittered, so refused clients come back
+  spread out rather than in one wave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import deque
+from collections.abc import Callable
+
+__all__ = ["AdmissionGate"]
+
+
+class AdmissionGate:
+    """FIFO gate in front of the handshakes' backend work; see the module docstring."""
+
+    def __init__(
+        self,
+        available: Callable[[], bool],
+        concurrency: int = 32,
+        max_waiting: int = 5000,
+        max_wait_s: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if concurrency < 1 or max_waiting < 0 or max_wait_s <= 0:
+            raise ValueError("concurrency >= 1, max_waiting >= 0 and max_wait_s > 0 needed")
+        self._available = available
+        self.concurrency = concurrency
+        self.max_waiting = max_waiting
+        self.max_wait_s = max_wait_s
+        self._rng = rng or random.Random()
+        self._holders = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._poll: asyncio.TimerHandle | None = None
+        #: handshakes refused by the gate (observability and tests)
+        self.refused = 0
+
+    @property
+    def holders(self) -> int:
+        return self._holders
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def enter(self) -> bool:
+        """Take a slot; False (refused) when the queue is full or the wait ran out."""
+        if not self._waiters and self._holders < self.concurrency and self._available():
+            self._holders += 1
+            return True
+        if len(self._waiters) >= self.max_waiting:
+            self.refused += 1
+            return False
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._schedule_poll()
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), self.max_wait_s)
+        except TimeoutError:
+            if waiter.done() and not waiter.cancelled():
+                return True  # granted in the same instant: keep it
+            waiter.cancel()
+            self._discard(waiter)
+            self.refused += 1
+            return False
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.leave()  # granted, but the handshake went away: pass it on
+            else:
+                waiter.cancel()
+                self._discard(waiter)
+            raise
+        return True
+
+    def leave(self) -> None:
+        """Give a slot back (exactly once per successful :meth:`enter`)."""
+        self._holders -= 1
+        self._grant()
+
+    def retry_after(self) -> float:
+        """Seconds a refused client should wait: grows with the queue, jittered."""
+        base = 1.0 + len(self._waiters) / max(1, self.concurrency * 20)
+        return round(base * self._rng.uniform(1.0, 2.0), 1)
+
+    # -- internals -----------------------------------------------------------------
+
+    def _discard(self, waiter: asyncio.Future[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+
+    def _grant(self) -> None:
+        if not self._available():
+            self._schedule_poll()
+            return
+        while self._waiters and self._holders < self.concurrency:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._holders += 1
+                waiter.set_result(None)
+
+    def _schedule_poll(self) -> None:
+        """While waiters wait for the backend (no event tells when it is back), look
+        again every 50 ms; also grants slots that are free."""
+        if self._poll is None:
+            self._poll = asyncio.get_running_loop().call_later(0.05, self._polled)
+
+    def _polled(self) -> None:
+        self._poll = None
+        self._grant()
+        if self._waiters:
+            self._schedule_poll()
