@@ -76,7 +76,7 @@ class TornadoTransport:
     )
 
     def __init__(self, handler: WebSocketHandler, batcher: WriteBatcher) -> None:
-        self._handler = handler
+        self._handler: WebSocketHandler | None = handler
         self._batcher = batcher
         self._proto: WebSocketProtocol13 | None = None
         self._compressed = False
@@ -86,6 +86,7 @@ class TornadoTransport:
 
     def attach(self) -> None:
         """Called once the upgrade completed (the stream exists from then on)."""
+        assert self._handler is not None
         proto = self._handler.ws_connection
         assert isinstance(proto, WebSocketProtocol13)
         self._proto = proto
@@ -99,6 +100,7 @@ class TornadoTransport:
             if proto is None or proto.is_closing():
                 return
             payload = out.payload(encoding)
+            assert self._handler is not None  # proto is None once detached
             with contextlib.suppress(StreamClosedError, WebSocketClosedError):
                 self._handler.write_message(payload, binary=isinstance(payload, bytes))
             return
@@ -159,7 +161,22 @@ class TornadoTransport:
 
     def close(self, code: int, reason: str) -> None:
         self.flush()  # queued frames (the bye among them) precede the close frame
-        self._handler.close(code, reason)
+        if self._handler is not None:
+            self._handler.close(code, reason)
+
+    def detach(self) -> None:
+        """The connection is gone: drop the references to the handler and protocol.
+
+        The core's ``Connection`` outlives the socket for its clean-up and points at
+        this transport; without this, connection, transport and handler form a
+        reference cycle that keeps the handler, its stream, socket and request alive
+        until a full garbage collection (rare with the node's GC tuning), which shows
+        as RSS and fds growing under churn. Writes after this are dropped.
+        """
+        self._handler = None
+        self._proto = None
+        self._pending = None
+        self._pending_bytes = 0
 
     def abort(self) -> None:
         self._pending = None

@@ -239,5 +239,6 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
             # nobody reads the answers any more; cleanup below releases the session
             self._consumer.cancel()
         conn = self.conn
+        self.transport.detach()  # no cycle through the core's Connection (see detach)
         if conn is not None and self._opened:
             self.node.spawn(self.node.closed(conn))
