@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest redis bench clean
+.PHONY: run test lint typecheck pytest redis browser screenshots bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -n "$(PYTHON)" || { echo "need python3.11"; exit 1; }
@@ -19,6 +19,10 @@ run: $(STAMP)
 redis:
 	@bash scripts/ensure-redis.sh
 
+# chromium + chromedriver, node, prometheus/promtool (Debian), typescript (npm) into .node/
+browser:
+	@bash scripts/ensure-browser.sh
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -26,8 +30,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict server.py core handlers client
 
-pytest: $(STAMP) redis
+pytest: $(STAMP) redis browser
 	$(PY) -m pytest
+
+# Saves the demo and the dashboard under load to docs/img/ (the README shows them).
+screenshots: $(STAMP) redis browser
+	SQUALL_SCREENSHOTS=1 $(PY) -m pytest tests/browser -q
 
 test: lint typecheck pytest
 
@@ -39,4 +47,4 @@ bench: $(VENV)/.bench redis
 	$(PY) -m bench.run --short
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .node .wheelhouse

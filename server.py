@@ -17,15 +17,16 @@ import contextlib
 import gc
 import logging
 import os
+import shutil
 import signal
 import socket
 import ssl
 import sys
+import tempfile
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
 
 from core.auth import JwtSettings, TokenIssuer, TokenVerifier
 from core.backend.base import Backend, BackendOptions, BackendUnavailable
@@ -34,11 +35,15 @@ from core.cli import cli_overrides, parse_args, run_check_config, run_hash_passw
 from core.clock import Clock, SystemClock
 from core.config import ConfigError, Settings, load
 from core.logs import configure as configure_logging
-from core.metrics import Metrics
+from core.metrics import Metrics, enable_multiprocess, mark_worker_dead, multiprocess_dir
 from core.node import Node
 from core.protocol import CloseCode
+from core.shutdown import finish
+from core.startup import StartupError, check_backend, connect_backend
 from core.users import load_users
+from core.workers import Supervisor
 from handlers.app import make_app, start_heartbeat
+from handlers.listen import listen, load_tls
 
 log = logging.getLogger("squall.server")
 
@@ -96,7 +101,7 @@ def build_ssl_context(settings: Settings) -> ssl.SSLContext | None:
 def http_server_options(settings: Settings) -> dict[str, Any]:
     """HTTPServer keyword arguments: TLS, and a body cap for the HTTP endpoints."""
     return {
-        "ssl_options": build_ssl_context(settings),
+        "ssl_options": load_tls(lambda: build_ssl_context(settings)),
         # The largest legitimate body is a server-API publish of one max-size frame.
         "max_body_size": 2 * settings.limits.max_frame_bytes + 65536,
     }
@@ -121,62 +126,87 @@ async def drain(node: Node, drain_s: float) -> None:
             await asyncio.sleep(due - loop.time())
         conn.close(CloseCode.RESTART, "service restart")
     try:
-        await asyncio.wait_for(node.wait_empty(), max(0.0, deadline - loop.time()))
+        await asyncio.wait_for(node.life.wait_empty(), max(0.0, deadline - loop.time()))
     except TimeoutError:
         log.warning("%d connections still open after drain_s", len(node.hub))
 
 
-async def start_backend(node: Node, stop: asyncio.Event) -> bool:
-    """Start the node's backend, retrying with capped backoff while it is unreachable.
+async def _keep_connecting(node: Node, url: str | None, stop: asyncio.Event) -> int:
+    """After ``backend_wait_s``: retry in the background while serving 503s.
 
-    The HTTP server is already up meanwhile: ``/healthz`` answers 200, ``/readyz`` and
-    handshakes answer 503. Returns False when told to stop before the backend came up.
+    Returns 2 (and sets ``stop``) on a configuration error, else 0.
     """
-    delay = 0.5
-    while True:
-        try:
-            await node.start()
-            return True
-        except BackendUnavailable:
-            log.error("backend unreachable at start-up; retrying in %.1fs", delay)
-        try:
-            await asyncio.wait_for(stop.wait(), delay)
-            return False
-        except TimeoutError:
-            delay = min(delay * 2, 10.0)
+    try:
+        await connect_backend(node, url, stop, deadline=None, max_delay_s=5.0)
+    except StartupError as e:
+        log.error("%s", e)
+        stop.set()
+        return 2
+    return 0
 
 
-async def serve(settings: Settings, node_id: str, sockets: list[socket.socket]) -> int:
-    """Run one node on ``sockets`` until SIGTERM/SIGINT, then drain. Returns the exit code."""
+async def serve(settings: Settings, node_id: str, reuse_port: bool) -> int:
+    """Run one node until SIGTERM/SIGINT, then drain. Returns the exit code.
+
+    Start-up order: the backend first (bounded by ``server.backend_wait_s``), then
+    the port: a router that sends traffic as soon as the port accepts finds the
+    node ready. A configuration error (bad password, TLS verification, the wrong
+    scheme, a taken port, unusable certificate files) ends it with status 2 and one
+    line on stderr.
+    """
     clock = SystemClock()
     backend = build_backend(settings, node_id, clock)
     verifier = TokenVerifier(JwtSettings.from_auth_config(settings.auth), clock)
-    node = Node(settings, backend, verifier, clock, Metrics())
+    node = Node(settings, backend, verifier, clock, Metrics(multiprocess_dir()))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    url = settings.backend.url
+    try:
+        up = await connect_backend(
+            node, url, stop, deadline=loop.time() + settings.server.backend_wait_s
+        )
+        if stop.is_set():
+            await node.stop()
+            return 0
+        options = http_server_options(settings)
+        sockets = listen(settings, reuse_port)
+    except StartupError as e:
+        print(e, file=sys.stderr)
+        await node.stop()
+        return 2
     app = make_app(node)
-    server = HTTPServer(app, **http_server_options(settings))
+    server = HTTPServer(app, **options)
     server.add_sockets(sockets)
-    if not await start_backend(node, stop):
-        server.stop()
-        await server.close_all_connections()
-        return 0
+    retry: asyncio.Task[int] | None = None
+    if not up:
+        retry = asyncio.ensure_future(_keep_connecting(node, url, stop))
     _sweeper, timer = start_heartbeat(node)
     host, port = settings.server.host, sockets[0].getsockname()[1]
-    log.info("squall node %s listening on %s:%d", node_id, host, port)
+    log.info(
+        "squall node %s listening on %s:%d%s",
+        node_id,
+        host,
+        port,
+        "" if up else " (backend down: /readyz and handshakes answer 503 until it is up)",
+    )
     await stop.wait()
+    code = 0
+    if retry is not None:
+        retry.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            code = await retry
     log.info("draining %d connections over %.1fs", len(node.hub), settings.server.drain_s)
-    node.draining = True
+    node.life.draining = True
     node.metrics.draining.set(1)
     server.stop()
     await drain(node, settings.server.drain_s)
     timer.stop()
-    await node.stop()
+    await finish(node)
     await server.close_all_connections()
     log.info("node %s stopped", node_id)
-    return 0
+    return code
 
 
 def tune_gc() -> None:
@@ -213,40 +243,51 @@ def run_loop(main: Coroutine[Any, Any, int]) -> int:
 def run_node(settings: Settings, node_id: str, reuse_port: bool) -> int:
     configure_logging(settings.log.level, settings.log.format, node_id)
     tune_gc()
-    sockets = bind_sockets(settings.server.port, settings.server.host, reuse_port=reuse_port)
-    return run_loop(serve(settings, node_id, sockets))
+    return run_loop(serve(settings, node_id, reuse_port))
 
 
 def run_workers(settings: Settings, base_id: str | None) -> int:
-    """Fork ``server.workers`` processes sharing the port with SO_REUSEPORT."""
-    children: dict[int, int] = {}
-    for i in range(settings.server.workers):
-        pid = os.fork()
-        if pid == 0:
-            node_id = f"{base_id}-w{i}" if base_id else default_node_id()
-            try:
-                code = run_node(settings, node_id, reuse_port=True)
-            finally:
-                logging.shutdown()
-            os._exit(code)
-        children[pid] = i
+    """Fork ``server.workers`` nodes sharing the port (SO_REUSEPORT) and supervise them.
 
-    def forward(signum: int, _frame: object) -> None:
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
+    Metrics: prometheus_client's multiprocess mode in a fresh directory (removed at
+    exit), so any worker's ``/metrics`` answers for all of them.
+    """
+    configure_logging(settings.log.level, settings.log.format, f"{base_id or 'squall'}-parent")
+    metrics_dir = tempfile.mkdtemp(prefix="squall-metrics-")
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    worst = 0
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        children.pop(pid, None)
-        worst = max(worst, os.waitstatus_to_exitcode(status) if status else 0)
-    return worst
+    def worker(slot: int) -> int:
+        enable_multiprocess(metrics_dir)
+        node_id = f"{base_id}-w{slot}" if base_id else default_node_id()
+        return run_node(settings, node_id, reuse_port=True)
+
+    try:
+        supervisor = Supervisor(
+            settings.server.workers, worker, on_exit=lambda pid: mark_worker_dead(pid, metrics_dir)
+        )
+        return supervisor.run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def check_connection(settings: Settings) -> int:
+    """``check-config --connect``: 0 connected, 2 configuration error, 1 unreachable."""
+    url = settings.backend.url
+    if url is None:
+        print("backend: memory (no backend.url): nothing to connect to")
+        return 0
+    backend = build_backend(settings, f"check-{default_node_id()}", SystemClock())
+    try:
+        asyncio.run(check_backend(backend, url))
+    except StartupError as e:
+        print(e, file=sys.stderr)
+        return 2
+    except BackendUnavailable as e:
+        print(f"backend unreachable: {e}", file=sys.stderr)
+        return 1
+    from core.backend.redis_client import mask_url
+
+    print(f"backend: connected to {mask_url(url)}")
+    return 0
 
 
 def issue_token(
@@ -263,7 +304,10 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     if args.command == "hash-password":
         return run_hash_password(sys.stdin, sys.stdout, sys.stderr)
     if args.command == "check-config":
-        return run_check_config(args, env, sys.stdout, sys.stderr)
+        code = run_check_config(args, env, sys.stdout, sys.stderr)
+        if code == 0 and args.connect:
+            code = check_connection(load(args.config, env, cli_overrides(args)))
+        return code
     try:
         settings = load(args.config, env, cli_overrides(args))
     except ConfigError as e:

@@ -7,8 +7,9 @@
   :class:`RequestFailed` for its ``err``; exactly one outcome per call.
 * After a close with a reconnectable code (every code except 4001, 4003, 4009,
   4010, 4029; 1012 included) or a network drop, the client waits per its
-  :class:`~client.backoff.Backoff` (capped exponential, full jitter), asks the
-  token provider for a fresh token, reconnects, and rejoins every joined room with
+  :class:`~client.backoff.Backoff` (capped exponential, jitter; after a 1012/1001
+  restart or drain close a short jittered delay, the attempt count started over),
+  asks the token provider for a fresh token, reconnects, and rejoins every joined room with
   ``since`` = the last ``seq`` seen there and the room's ``epoch``. The server
   replays what was missed before the rejoin's ``ok``; the client drops any ``msg``
   whose ``seq`` is not above the last one seen, so each room's messages reach the
@@ -18,6 +19,10 @@
 * Requests made while reconnecting wait (up to ``request_timeout``) for the new
   connection and its rejoins. Requests in flight when a connection drops raise
   :class:`ConnectionLost`: their outcome is unknown and they are not resent.
+* Every state change (connecting, open, retry N in X s, recovered, gave up, closed)
+  is passed to ``on_status`` as a :class:`~client.events.StatusEvent`, in order.
+  After ``Backoff.max_attempts`` consecutive failed tries the client gives up: it
+  ends with :class:`GaveUp` (a :class:`Closed`).
 * A non-reconnectable close ends the client: :meth:`SquallClient.messages` raises
   :class:`Closed` after yielding what was already received, as do pending and later
   requests. A handshake refused with 401/403 (or 429 for the per-user limit) while
@@ -47,16 +52,18 @@ from tornado.httpclient import HTTPClientError
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError
 
-from client.backoff import Attempts, Backoff
+from client.backoff import DEFAULT, Attempts, Backoff
 from client.errors import (
     AuthRefused,
     Closed,
     ConnectionLost,
+    GaveUp,
     RequestFailed,
     SquallError,
     refusal_is_transient,
 )
-from client.frames import NO_RECONNECT, SUBPROTOCOLS, Frame, encode_frame
+from client.events import State, StatusEvent
+from client.frames import NO_RECONNECT, RESTART, SUBPROTOCOLS, Frame, encode_frame
 from client.handshake import Bye, Dropped, close_info, open_connection, read_frame
 from client.pending import PendingRequests
 from client.rooms import RoomState
@@ -67,6 +74,8 @@ __all__ = [
     "Closed",
     "ConnectionLost",
     "Frame",
+    "GaveUp",
+    "OnStatus",
     "RequestFailed",
     "RoomState",
     "SquallClient",
@@ -78,8 +87,9 @@ log = logging.getLogger("squall.client")
 
 TokenSource = str | Callable[[], Awaitable[str]]
 OnMessage = Callable[[Frame], Awaitable[None] | None]
+OnStatus = Callable[[StatusEvent], None]
 
-DEFAULT_BACKOFF: Final = Backoff(base=0.5, cap=30.0)
+DEFAULT_BACKOFF: Final = DEFAULT
 
 #: How many dm ids are remembered to drop redeliveries of already taken dms.
 _SEEN_DMS = 4096
@@ -102,6 +112,8 @@ class SquallClient:
     ``max_queue``: frames buffered for :meth:`messages`; when it is full the client
     stops reading the socket (backpressure) until the application catches up.
     ``rng``: random source in ``[0, 1)`` for the backoff jitter (tests).
+    ``on_status``: called with every :class:`~client.events.StatusEvent` (sync; an
+    exception it raises is logged and ignored).
     """
 
     def __init__(
@@ -119,6 +131,7 @@ class SquallClient:
         max_queue: int = 1000,
         headers: Mapping[str, str] | None = None,
         rng: Callable[[], float] | None = None,
+        on_status: OnStatus | None = None,
     ) -> None:
         if encoding not in SUBPROTOCOLS:
             raise ValueError(f"encoding must be one of {sorted(SUBPROTOCOLS)}")
@@ -133,6 +146,9 @@ class SquallClient:
         self.ping_interval = ping_interval
         self._token_source: TokenSource = token
         self._on_message = on_message
+        self._on_status = on_status
+        self._status: StatusEvent | None = None
+        self._tries = 0  # tries of the current outage
         self._headers = dict(headers or {})
         self._attempts = Attempts(backoff, rng)
         self._ws: WebSocketClientConnection | None = None
@@ -180,6 +196,11 @@ class SquallClient:
         return self._connections
 
     @property
+    def status(self) -> StatusEvent | None:
+        """The last :class:`~client.events.StatusEvent` (``None`` before :meth:`connect`)."""
+        return self._status
+
+    @property
     def rooms(self) -> Mapping[str, RoomState]:
         """Rooms joined (or being joined), by name. Read-only view."""
         return dict(self._rooms)
@@ -195,12 +216,24 @@ class SquallClient:
         """
         if self._task is not None or self._done.is_set():
             raise RuntimeError("connect() may be called once per client")
+        self._emit("connecting")
         try:
             ws, welcome = await self._open()
         except Dropped as e:
+            self._emit("closed", code=e.code, reason=e.reason)
             raise ConnectionLost(e.code, e.reason) from None
+        except AuthRefused as e:
+            self._emit("closed", code=e.status, reason=str(e.body.get("message", "refused")))
+            raise
+        except Closed as e:
+            self._emit("closed", code=e.code, reason=e.reason)
+            raise
+        except (OSError, HTTPClientError, StreamClosedError, TimeoutError) as e:
+            self._emit("closed", reason=f"unreachable: {e}")
+            raise
         self._attach(ws, welcome)
         self._ready.set()
+        self._emit("open")
         self._task = asyncio.create_task(self._run(ws))
         return welcome
 
@@ -442,7 +475,7 @@ class SquallClient:
                 for name, state in list(self._rooms.items()):
                     if not state.joined:
                         del self._rooms[name]
-                current = await self._reconnect()
+                current = await self._reconnect(code, reason)
         except Exception as e:  # a bug must not leave callers hanging
             log.exception("client supervisor failed")
             self._finish(Closed(None, f"client failure: {e!r}"))
@@ -456,17 +489,35 @@ class SquallClient:
                 return
             await self._dispatch(frame)
 
-    async def _reconnect(self) -> WebSocketClientConnection | None:
-        """Connect again with backoff; ``None`` when the client ended meanwhile."""
+    async def _reconnect(self, code: int | None, reason: str) -> WebSocketClientConnection | None:
+        """Connect again with backoff; ``None`` when the client ended meanwhile.
+
+        ``code``/``reason``: why the connection ended. A restart/drain close (1012,
+        1001) waits a short jittered delay and starts the attempt count over."""
         retry_after = 0.0
+        restart = code in RESTART
+        self._tries = 0
         while not self._closing:
-            delay = max(self._attempts.next_delay(), retry_after)
+            if restart:
+                delay: float | None = self._attempts.restart()
+                restart = False
+            else:
+                delay = self._attempts.next_delay()
+            if delay is None:
+                tries = self._attempts.attempt
+                self._emit("gave_up", attempt=tries, code=code, reason=reason)
+                self._finish(GaveUp(tries, code, reason))
+                return None
+            delay = max(delay, retry_after)
             retry_after = 0.0
+            self._tries += 1
+            self._emit("retry", attempt=self._tries, delay=delay, code=code, reason=reason)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
             if self._closing:
                 return None
+            self._emit("connecting", attempt=self._tries)
             try:
                 ws, welcome = await self._open()
             except AuthRefused as e:
@@ -474,15 +525,22 @@ class SquallClient:
                     self._finish(e)
                     return None
                 retry_after = e.retry_after or 0.0
+                code, reason = e.status, str(e.body.get("message", "refused"))
                 log.info("reconnect refused (%s); retrying", e.status)
                 continue
             except Closed as e:
                 self._finish(e)
                 return None
-            except (Dropped, OSError, StreamClosedError, HTTPClientError, TimeoutError) as e:
+            except Dropped as e:
+                code, reason = e.code, e.reason
                 log.info("reconnect failed: %r", e)
                 continue
-            except Exception:
+            except (OSError, StreamClosedError, HTTPClientError, TimeoutError) as e:
+                code, reason = None, f"unreachable: {e!r}"
+                log.info("reconnect failed: %r", e)
+                continue
+            except Exception as e:
+                code, reason = None, f"failed: {e!r}"
                 log.exception("reconnect attempt failed (token provider?)")
                 continue
             if self._closing:
@@ -519,11 +577,31 @@ class SquallClient:
             ws.close(1000, "rejoin failed")  # the supervisor backs off and reconnects
             return
         self._ready.set()
+        self._emit("recovered", attempt=self._tries)
 
     async def _rejoin_one(self, ws: WebSocketClientConnection, state: RoomState) -> Frame:
         return await self._request(
             state.rejoin_frame(), lambda ok: state.joined_ok(ok, rejoin=True), ws
         )
+
+    def _emit(
+        self,
+        state: State,
+        *,
+        attempt: int = 0,
+        delay: float | None = None,
+        code: int | None = None,
+        reason: str = "",
+    ) -> None:
+        event = StatusEvent(state, attempt, delay, code, reason)
+        self._status = event
+        callback = self._on_status
+        if callback is None:
+            return
+        try:
+            callback(event)
+        except Exception:
+            log.exception("on_status callback failed")
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -579,6 +657,12 @@ class SquallClient:
             return
         self._final = error
         self._ready.clear()
+        if isinstance(error, AuthRefused):
+            self._emit("closed", code=error.status, reason=str(error.body.get("message", "")))
+        elif isinstance(error, Closed | ConnectionLost):
+            self._emit("closed", code=error.code, reason=error.reason)
+        else:
+            self._emit("closed", code=1000, reason="closed by the client")
         self._requests.fail_all(error or Closed(1000, "closed by the client"))
         self._done.set()
         self._queue.put_nowait(_END)

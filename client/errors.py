@@ -16,6 +16,7 @@ __all__ = [
     "AuthRefused",
     "Closed",
     "ConnectionLost",
+    "GaveUp",
     "RequestFailed",
     "SquallError",
     "refusal_from_response",
@@ -73,6 +74,16 @@ class ConnectionLost(SquallError):
         super().__init__(f"connection lost: {code} {reason}")
         self.code = code
         self.reason = reason
+
+
+class GaveUp(Closed):
+    """The client stopped reconnecting: ``attempts`` consecutive tries failed
+    (``Backoff.max_attempts``). ``code``/``reason`` describe the last failure."""
+
+    def __init__(self, attempts: int, code: int | None, reason: str) -> None:
+        super().__init__(code, reason)
+        self.args = (f"gave up after {attempts} tries: {code} {reason}",)
+        self.attempts = attempts
 
 
 def refusal_from_response(status: int, body: bytes | None, retry_after: str | None) -> AuthRefused:

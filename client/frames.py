@@ -16,7 +16,7 @@ from typing import Any, Final, Literal
 
 import msgpack
 
-__all__ = ["NO_RECONNECT", "SUBPROTOCOLS", "Frame", "decode_frame", "encode_frame"]
+__all__ = ["NO_RECONNECT", "RESTART", "SUBPROTOCOLS", "Frame", "decode_frame", "encode_frame"]
 
 log = logging.getLogger("squall.client")
 
@@ -24,6 +24,11 @@ Frame = dict[str, Any]
 
 #: Close codes after which a client must not reconnect (PROTOCOL.md, close codes).
 NO_RECONNECT: Final = frozenset({4001, 4003, 4009, 4010, 4029})
+
+#: Close codes announcing a restart or a drain (1012 service restart, 1001 going
+#: away): not a failure, the client reconnects after a short jittered delay with its
+#: attempt count started over (client.backoff).
+RESTART: Final = frozenset({1001, 1012})
 
 #: encoding name -> ``Sec-WebSocket-Protocol`` token.
 SUBPROTOCOLS: Final = {"msgpack": "squall.v1.msgpack", "json": "squall.v1.json"}

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.backend.base import BackendUnavailable, DirectMessage, NodeCommand, NodeOp
-from core.node import Node, Reject
+from core.errors import Refusal
+from core.node import Node
 from core.protocol import (
     MAX_UID_BYTES,
     CloseCode,
@@ -36,9 +37,9 @@ from core.protocol import (
     data_from_json,
     validate_room,
 )
-from core.refusal import Refusal
 from core.session import deliver_dm
 from core.signing import RequestVerifier, SignatureError
+from core.stats import totals
 
 __all__ = ["MAX_BAN_TTL_S", "OPERATIONS", "ApiError", "ApiGuard", "Caller", "ServerApi"]
 
@@ -50,7 +51,7 @@ class ApiError(Refusal):
     """A refused API call: HTTP ``status`` and PROTOCOL.md's JSON error fields."""
 
 
-def _from_reject(reject: Reject) -> ApiError:
+def _from_reject(reject: Refusal) -> ApiError:
     return ApiError(reject.status, reject.error, reject.message, reject.retry_after)
 
 
@@ -89,12 +90,12 @@ class ApiGuard:
         otherwise the request must be signed.
         """
         node = self._node
-        reject = await node.lockout_check(ip)
+        reject = await node.gate.lockout_check(ip)
         if reject is not None:
             raise _from_reject(reject)
         if bearer is not None:
-            result = await node.authenticate(bearer, ip)
-            if isinstance(result, Reject):
+            result = await node.gate.authenticate(bearer, ip)
+            if isinstance(result, Refusal):
                 raise _from_reject(result)
             if result.role != "admin":
                 raise ApiError(403, "forbidden", "the server API needs a token with role admin")
@@ -110,7 +111,7 @@ class ApiGuard:
         return Caller(None)
 
     async def _count_failure(self, ip: str, reason: str) -> None:
-        await self._node.count_auth_failure(ip, reason)
+        await self._node.gate.count_auth_failure(ip, reason)
 
 
 class ServerApi:
@@ -149,7 +150,7 @@ class ServerApi:
         dm = DirectMessage(
             mid=secrets.token_urlsafe(12), to_uid=to, from_uid=None, data=data, ts=node.now_ms()
         )
-        online, queued = await deliver_dm(node, dm)
+        online, queued = await deliver_dm(node.backend, node.settings, dm)
         return {"mid": dm.mid, "online": online, "queued": queued}
 
     async def _op_kick(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -177,6 +178,7 @@ class ServerApi:
     async def _op_stats(self, params: Mapping[str, Any]) -> dict[str, Any]:
         node = self._node
         counts = await node.backend.cluster_counts()
+        nodes = await node.backend.node_stats()
         return {
             "node": {
                 "id": node.node_id,
@@ -186,6 +188,9 @@ class ServerApi:
                 "draining": node.draining,
             },
             "cluster": {"connections": sum(counts.values()), "nodes": counts},
+            "nodes": nodes,
+            "totals": totals(nodes),
+            "interval_s": node.stats.interval_s,
         }
 
     async def _close_user(self, uid: str, code: CloseCode, reason: str) -> int:

@@ -46,6 +46,7 @@ from jwt.algorithms import Algorithm, HMACAlgorithm, get_default_algorithms
 from jwt.types import Options
 
 from core.clock import Clock
+from core.errors import AuthError
 from core.jws_fast import HsFastPath
 
 __all__ = [
@@ -72,21 +73,6 @@ _PRIVATE_KEY_TYPES = (RSAPrivateKey, EllipticCurvePrivateKey, Ed25519PrivateKey,
 _NONE = "none"
 # RFC 7518 section 3.2: an HMAC key MUST be at least as long as the hash output.
 _MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
-
-
-class AuthError(Exception):
-    """A token was refused, or could not be issued.
-
-    ``reason`` is a short machine string: ``malformed``, ``bad_signature``,
-    ``algorithm``, ``expired``, ``not_yet_valid``, ``audience``, ``issuer``,
-    ``missing_claim``, ``wrong_type``, ``revoked`` (raised by callers that check a
-    blacklist) or ``no_signing_key`` (issuance only). The message never contains the
-    token or text taken from it, so the exception is safe to log.
-    """
-
-    def __init__(self, reason: str, message: str | None = None) -> None:
-        super().__init__(message if message is not None else reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

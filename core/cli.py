@@ -4,7 +4,8 @@
 overrides with :func:`cli_overrides`, and dispatches on ``ns.command``:
 
 * ``None``: run the server;
-* ``"check-config"``: :func:`run_check_config`;
+* ``"check-config"``: :func:`run_check_config` (with ``--connect``, ``ns.connect``,
+  ``server.py`` then connects to the backend: the only network access);
 * ``"hash-password"``: :func:`run_hash_password`;
 * ``"issue-token"``: parsed here, signed by the caller (``ns.sub``, ``ns.ttl``,
   ``ns.role``, ``ns.rooms``).
@@ -86,6 +87,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "print one line naming the key at fault.",
     )
     _config_option(check, None)
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also connect to the backend (Redis) and report what is wrong, if anything",
+    )
 
     issue = commands.add_parser(
         "issue-token",

@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from core.config_rules import validate
+from core.errors import ConfigError
 
 __all__ = [
     "ApiConfig",
@@ -95,10 +96,12 @@ class ServerConfig:
     workers: int = 1
     node_id: str | None = None
     drain_s: float = 10.0
+    backend_wait_s: float = 20.0
     trusted_proxies: tuple[str, ...] = ()
     tls: TLSConfig = field(default_factory=TLSConfig)
     websocket_compression: bool = False
     static: bool = True
+    stats_interval_s: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,18 +230,6 @@ class Settings:
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     log: LogConfig = field(default_factory=LogConfig)
-
-
-class ConfigError(Exception):
-    """A configuration problem; ``key`` is the dotted key (or the file) at fault."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(key, problem)
-        self.key = key
-        self.problem = problem
-
-    def __str__(self) -> str:
-        return f"config error: {self.key}: {self.problem}"
 
 
 # ---------------------------------------------------------------------------

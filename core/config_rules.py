@@ -72,6 +72,8 @@ _INT_MIN = {
 # Float keys: True = must be > 0, False = must be >= 0.
 _FLOAT_POSITIVE = {
     "server.drain_s": False,
+    "server.backend_wait_s": False,
+    "server.stats_interval_s": True,
     "auth.leeway_s": False,
     "auth.timeout_s": True,
     "auth.lockout.window_s": True,

@@ -32,7 +32,11 @@ class Sweeper:
     """Liveness sweep over all connections of ``node``."""
 
     def __init__(self, node: Node) -> None:
-        self.node = node
+        self._hub = node.hub
+        self._life = node.life
+        self._backend = node.backend
+        self._clock = node.clock
+        self._metrics = node.metrics
         hb = node.settings.heartbeat
         self.interval_s = hb.interval_s
         self.timeout_s = hb.interval_s * hb.misses
@@ -41,35 +45,34 @@ class Sweeper:
 
     def sweep(self) -> None:
         """Ping the live, close the silent, schedule one batched registry refresh."""
-        node = self.node
-        now = node.clock.monotonic()
+        now = self._clock.monotonic()
         deadline = now - self.timeout_s
         sessions: list[SessionRecord] = []
         memberships: list[Membership] = []
-        for conn in node.hub:
+        for conn in self._hub:
             if conn.closed:
                 continue
             if conn.last_seen < deadline:
                 conn.close(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
                 continue
-            conn.transport.ping()
+            conn.ping()
             if conn.record is not None:
                 sessions.append(conn.record)
                 memberships.extend(conn.memberships.values())
         self.sweeps += 1
         if sessions and not self._refreshing:
             self._refreshing = True
-            node.spawn(self._refresh(sessions, memberships))
+            self._life.spawn(self._refresh(sessions, memberships))
 
     async def _refresh(self, sessions: list[SessionRecord], memberships: list[Membership]) -> None:
         try:
-            gone = await self.node.backend.refresh(sessions, memberships)
+            gone = await self._backend.refresh(sessions, memberships)
             if gone:
                 # Flushed store, or a refresh that came too late: write them again.
                 log.warning("%d session records were gone; re-registering", gone)
-                await self.node.reregister()
+                await self._life.reregister()
         except BackendUnavailable:
-            self.node.metrics.backend_errors.inc()
+            self._metrics.backend_errors.inc()
             log.warning("could not refresh %d session records", len(sessions))
         finally:
             self._refreshing = False

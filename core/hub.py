@@ -23,6 +23,9 @@ class Hub:
         self._conns: dict[str, Connection] = {}
         self._users: dict[str, dict[str, Connection]] = {}
         self._rooms: dict[str, dict[str, Connection]] = {}
+        #: connections admitted (or being admitted) but not yet open, by conn id: a
+        #: kick_oldest eviction can reach one in this window and must not be lost
+        self.admitting: dict[str, Connection] = {}
 
     # -- connections -----------------------------------------------------------
 
@@ -34,6 +37,10 @@ class Hub:
 
     def get(self, conn_id: str) -> Connection | None:
         return self._conns.get(conn_id)
+
+    def first(self) -> Connection | None:
+        """The connection tracked longest (connections are kept in the order added)."""
+        return next(iter(self._conns.values()), None)
 
     def add(self, conn: Connection) -> None:
         """Track a connection (authenticated or not yet)."""

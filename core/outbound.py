@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from core.protocol import Encoding
-from core.wsframe import message_frame
+from core.wsframe import PING_FRAME, message_frame
 
-__all__ = ["Outbound"]
+__all__ = ["PING", "Outbound"]
 
 
 class Outbound:
@@ -20,10 +20,15 @@ class Outbound:
 
     __slots__ = ("_build", "_frames", "_payloads")
 
-    def __init__(self, build: Callable[[Encoding], bytes | str]) -> None:
+    def __init__(
+        self, build: Callable[[Encoding], bytes | str], control: bytes | None = None
+    ) -> None:
         self._build = build
         self._payloads: dict[Encoding, bytes | str] = {}
-        self._frames: dict[Encoding, bytes] = {}
+        # a control frame (ping) is the same bytes for every subprotocol
+        self._frames: dict[Encoding, bytes] = (
+            {} if control is None else dict.fromkeys(Encoding, control)
+        )
 
     def payload(self, encoding: Encoding) -> bytes | str:
         """The encoded frame (bytes for msgpack, str for JSON), built at most once."""
@@ -38,3 +43,8 @@ class Outbound:
         if f is None:
             f = self._frames[encoding] = message_frame(self.payload(encoding))
         return f
+
+
+#: the WebSocket ping control frame, queued like any other frame (same bytes for
+#: every subprotocol); transports that frame messages themselves recognise it by identity
+PING = Outbound(lambda _enc: b"", control=PING_FRAME)

@@ -28,12 +28,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from typing import Any, Final, NoReturn
 
 import msgpack
 
-from core.backend.base import DirectMessage, Publication
 from core.client_frames import (
     AckFrame,
     AuthFrame,
@@ -46,6 +45,7 @@ from core.client_frames import (
     RefreshFrame,
     SendFrame,
 )
+from core.codes import CloseCode, ErrCode, should_reconnect
 from core.datavalue import (
     MAX_DATA_DEPTH,
     data_from_json,
@@ -53,6 +53,8 @@ from core.datavalue import (
     msgpack_to_json_value,
     pack_data,
 )
+from core.errors import ProtocolError, RequestError
+from core.messages import DirectMessage, Publication
 
 __all__ = [
     "MAX_DATA_DEPTH",
@@ -114,54 +116,6 @@ _CONTROL_CHARS: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
 # -- codes ---------------------------------------------------------------------------
 
 
-_NO_RECONNECT: Final = frozenset({4001, 4003, 4009, 4010, 4029})
-
-
-def should_reconnect(code: int) -> bool:
-    """Whether a client should reconnect after a close with ``code`` (any int, e.g. 1006).
-
-    PROTOCOL.md: after every code except 4001, 4003, 4009, 4010 and 4029.
-    """
-    return code not in _NO_RECONNECT
-
-
-class CloseCode(IntEnum):
-    """WebSocket close codes of PROTOCOL.md; also the ``code`` of a ``bye`` frame."""
-
-    NORMAL = 1000
-    TOO_LARGE = 1009
-    INTERNAL = 1011
-    RESTART = 1012
-    BAD_REQUEST = 4000
-    UNAUTHORIZED = 4001
-    TOKEN_EXPIRED = 4002
-    FORBIDDEN = 4003
-    AUTH_TIMEOUT = 4004
-    RATE_LIMIT = 4008
-    REPLACED = 4009
-    KICKED = 4010
-    SLOW_CONSUMER = 4011
-    TOO_MANY_CONNECTIONS = 4029
-    HEARTBEAT_TIMEOUT = 4408
-
-    @property
-    def reconnect(self) -> bool:
-        """False for the codes after which a client must not reconnect on its own."""
-        return should_reconnect(self.value)
-
-
-class ErrCode(IntEnum):
-    """``code`` of an ``err`` frame."""
-
-    BAD_REQUEST = 400
-    FORBIDDEN = 403
-    NOT_FOUND = 404
-    CONFLICT = 409
-    TOO_LARGE = 413
-    RATE_LIMITED = 429
-    UNAVAILABLE = 503
-
-
 class Encoding(StrEnum):
     """The two subprotocols; the value is the ``Sec-WebSocket-Protocol`` token."""
 
@@ -181,39 +135,6 @@ def select_encoding(offered: Sequence[str]) -> Encoding | None:
         except ValueError:
             continue
     return None
-
-
-# -- errors --------------------------------------------------------------------------
-
-
-class ProtocolError(Exception):
-    """The peer broke the framing: close the connection with ``close_code``."""
-
-    def __init__(self, close_code: CloseCode, reason: str) -> None:
-        super().__init__(f"{int(close_code)}: {reason}")
-        self.close_code = close_code
-        self.reason = reason
-
-
-class RequestError(Exception):
-    """A request failed: answer with :func:`error_frame`; the connection stays open.
-
-    ``request_id`` is the request's ``id`` when it had a valid one, else ``None``.
-    ``retry_after`` (seconds) goes with 429 and 503.
-    """
-
-    def __init__(
-        self,
-        code: ErrCode,
-        reason: str,
-        request_id: int | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(f"{int(code)}: {reason}")
-        self.code = code
-        self.reason = reason
-        self.request_id = request_id
-        self.retry_after = retry_after
 
 
 # -- decoding ------------------------------------------------------------------------
@@ -524,9 +445,22 @@ def encode_dm(dm: DirectMessage, offline: bool, encoding: Encoding) -> bytes | s
 # -- server frame builders -----------------------------------------------------------
 
 
-def welcome(conn: str, uid: str, node: str, hb: float, exp: int) -> dict[str, Any]:
-    """``welcome``: connection id, user id, node id, heartbeat interval (s), token exp (ms)."""
-    return {"t": "welcome", "conn": conn, "uid": uid, "node": node, "hb": hb, "exp": exp}
+def welcome(
+    conn: str, uid: str, node: str, hb: float, exp: int, encoding: Encoding | None = None
+) -> dict[str, Any]:
+    """``welcome``: connection id, user id, node id, heartbeat interval (s), token exp (ms);
+    with ``encoding``, the extension field ``subprotocol`` naming the one in use."""
+    frame: dict[str, Any] = {
+        "t": "welcome",
+        "conn": conn,
+        "uid": uid,
+        "node": node,
+        "hb": hb,
+        "exp": exp,
+    }
+    if encoding is not None:
+        frame["subprotocol"] = encoding.value
+    return frame
 
 
 def ok(request_id: int, **fields: Any) -> dict[str, Any]:

@@ -7,25 +7,20 @@ with PROTOCOL.md's JSON body ``{"error", "message"}``, a status and, for 429/503
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from core.backend.base import Backend, BackendUnavailable
+from core.errors import Refusal
 from core.metrics import Metrics
 
-__all__ = ["LockoutSettings", "Refusal", "count_auth_failure"]
-
-
-class Refusal(Exception):
-    """A refused request: HTTP ``status`` and PROTOCOL.md's JSON error fields."""
-
-    def __init__(
-        self, status: int, error: str, message: str, retry_after: float | None = None
-    ) -> None:
-        super().__init__(f"{status} {error}: {message}")
-        self.status = status
-        self.error = error
-        self.message = message
-        self.retry_after = retry_after
+__all__ = [
+    "LockoutSettings",
+    "Refusal",
+    "count_auth_failure",
+    "origin_refusal",
+    "token_refusal",
+]
 
 
 class LockoutSettings(Protocol):
@@ -54,3 +49,38 @@ async def count_auth_failure(
         await backend.record_auth_failure(ip, lockout.failures, lockout.window_s, lockout.block_s)
     except BackendUnavailable:
         metrics.backend_errors.inc()
+
+
+def origin_refusal(origin: str | None, host: str | None, allowed: Sequence[str]) -> str:
+    """The ``message`` of a refused browser Origin: what was refused, what to change.
+
+    Both values come from request headers (no line breaks possible); they are cut to
+    a sane length before they reach a log line.
+    """
+    shown, host_shown = (origin or "")[:200], (host or "")[:200]
+    if allowed:
+        return f"origin {shown} not in security.allowed_origins: add it there to allow it"
+    return (
+        f"origin {shown} not in security.allowed_origins, which is empty (same host "
+        f"only) while this request's Host is {host_shown}: add {shown} to "
+        "security.allowed_origins, or open the page from the host the socket connects to"
+    )
+
+
+_TOKEN_HINTS = {
+    "expired": "get a fresh one (POST /auth/refresh, or log in again)",
+    "not_yet_valid": "its nbf/iat is in the future: check the issuer's clock",
+    "bad_signature": "not signed with this server's key (auth.secret / auth.public_key_file)",
+    "malformed": "not a JWT: send the access token itself",
+    "algorithm": "signed with an algorithm not in auth.algorithms",
+    "audience": "its aud does not match auth.audience",
+    "issuer": "its iss does not match auth.issuer",
+    "wrong_type": "a refresh token was sent where an access token is needed",
+    "revoked": "it was revoked (logout): log in again",
+}
+
+
+def token_refusal(reason: str) -> str:
+    """The ``message`` of a refused token: the reason code and what to do about it."""
+    hint = _TOKEN_HINTS.get(reason)
+    return f"invalid token: {reason}" + (f": {hint}" if hint else "")

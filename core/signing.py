@@ -37,6 +37,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 
 from core.clock import Clock
+from core.errors import SignatureError
 
 __all__ = [
     "NONCE_HEADER",
@@ -58,18 +59,6 @@ _NONCE = re.compile(r"[A-Za-z0-9._~+/=-]{16,128}")
 _SIGNATURE = re.compile(r"[0-9a-fA-F]{64}")
 # Nonces live in the backend's nonce space next to other users of claim_nonce.
 _NONCE_NAMESPACE = "api:"
-
-
-class SignatureError(Exception):
-    """A signed request was refused; ``reason`` is a short machine string.
-
-    Reasons: ``disabled``, ``missing_header``, ``bad_timestamp``, ``stale``,
-    ``bad_nonce``, ``bad_signature``, ``replayed``.
-    """
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def string_to_sign(method: str, path: str, timestamp: str, nonce: str, body: bytes) -> bytes:

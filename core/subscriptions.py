@@ -32,7 +32,8 @@ class Subscriptions:
         self._on_unsubscribed = on_unsubscribed
         self._hub = hub
         self._subscribed: set[str] = set()
-        self._locks: dict[str, asyncio.Lock] = {}
+        # per room in transition: its lock and how many sync() calls hold or await it
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
     def __contains__(self, room: str) -> bool:
         return room in self._subscribed
@@ -45,9 +46,11 @@ class Subscriptions:
         want = self._hub.has_members(room)
         if want == (room in self._subscribed) and room not in self._locks:
             return  # fast path: nothing to change, nothing in flight
-        lock = self._locks.get(room)
-        if lock is None:
-            lock = self._locks[room] = asyncio.Lock()
+        entry = self._locks.get(room)
+        if entry is None:
+            entry = self._locks[room] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
         try:
             async with lock:
                 want = self._hub.has_members(room)
@@ -60,10 +63,6 @@ class Subscriptions:
                     if self._on_unsubscribed is not None:
                         self._on_unsubscribed(room)
         finally:
-            if not lock.locked() and self._locks.get(room) is lock and not _has_waiters(lock):
+            users[0] -= 1
+            if not users[0]:  # nobody holds or awaits the lock: forget it
                 del self._locks[room]
-
-
-def _has_waiters(lock: asyncio.Lock) -> bool:
-    waiters = getattr(lock, "_waiters", None)
-    return bool(waiters)

@@ -20,7 +20,6 @@ from core.session import Session
 from handlers.api import api_routes
 from handlers.auth_http import auth_routes
 from handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
-from handlers.transport import WriteBatcher
 from handlers.ws import SquallSocket
 
 __all__ = ["make_app", "start_heartbeat"]
@@ -50,9 +49,7 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     )
 
 
-def make_app(
-    node: Node, extra_routes: list[Any] | None = None, batcher: WriteBatcher | None = None
-) -> tornado.web.Application:
+def make_app(node: Node, extra_routes: list[Any] | None = None) -> tornado.web.Application:
     """The application serving one node.
 
     Raises ValueError naming ``auth.users_file`` when that file is malformed.
@@ -68,7 +65,6 @@ def make_app(
                 "node": node,
                 "session": session,
                 "trusted": trusted,
-                "batcher": batcher or WriteBatcher(),
             },
         ),
         (r"/healthz", HealthHandler, deps),

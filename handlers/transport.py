@@ -1,186 +1,193 @@
 """The core's :class:`~core.connection.Transport` over a Tornado WebSocket handler.
 
-Three fast paths, each with its own seam:
+The core owns each connection's queue of outgoing frames and decides when a reader is
+too slow; this module only writes bytes and reports how many the kernel has not taken.
+It uses public Tornado API only (``IOStream.write``/``writing``/``closed``/``socket``,
+``WebSocketHandler.close``/``ping``/``write_message``).
 
-* **Pre-built frames.** The same frame bytes object goes to every member of a room,
-  instead of ``write_message`` framing the payload again (and starting a task) for
-  each connection.
-* **Coalescing** (:class:`WriteBatcher`). Frames queued for one connection during one
-  event-loop iteration are joined and written once, at the end of the iteration: a
-  burst of ten room messages costs one ``send()`` per member, not ten.
-* **Direct send.** When the connection's ``IOStream`` has nothing queued, the batch is
-  handed straight to ``socket.send``; only an unsent remainder goes through
-  ``IOStream.write`` (which allocates a Future per call). Plain TCP streams only: TLS
-  streams always go through ``IOStream.write``.
+* **Pre-built frames** (:class:`TornadoTransport`). The same frame bytes object goes to
+  every member of a room, instead of ``write_message`` framing the payload again (and
+  starting a task) for each connection; a batch of frames is joined into one buffer.
+* **Direct send.** When the connection's ``IOStream`` holds nothing unsent, the batch
+  is handed straight to ``socket.send``; only an unsent remainder goes through
+  ``IOStream.write``. Plain TCP streams only: TLS streams always use ``IOStream.write``.
+* **Refused bytes.** Every ``IOStream.write`` returns a future that resolves once its
+  bytes were taken by the kernel, in order; the bytes of writes whose future is not
+  done yet are exactly the ones offered and refused so far.
 
-When permessage-deflate was negotiated, frames must be compressed per connection, so
-that connection uses ``write_message`` and none of the above.
+When permessage-deflate is configured, frames must be compressed per connection, so
+those connections use :class:`MessageTransport` (``write_message``) and none of the above.
 
-Ordering: frames leave in the order they were queued; a close flushes what is queued
-before the close frame; nothing is written after the close frame.
+Ordering: frames leave in the order they were queued; a close writes its close frame
+after everything written before it; nothing is written after the close frame.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from tornado.iostream import IOStream, StreamClosedError
-from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol13
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from core.outbound import Outbound
+from core.outbound import PING, Outbound
 from core.protocol import Encoding
-from core.wsframe import PING_FRAME
 
-__all__ = ["TornadoTransport", "WriteBatcher"]
+if TYPE_CHECKING:
+    from asyncio import Future
 
-
-class WriteBatcher:
-    """Flushes every transport that queued frames, once per event-loop iteration."""
-
-    __slots__ = ("_dirty", "_scheduled", "flushes", "writes")
-
-    def __init__(self) -> None:
-        self._dirty: list[TornadoTransport] = []
-        self._scheduled = False
-        #: flush rounds and connection writes so far (observability and tests)
-        self.flushes = 0
-        self.writes = 0
-
-    def mark(self, transport: TornadoTransport) -> None:
-        self._dirty.append(transport)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
-
-    def flush(self) -> None:
-        self._scheduled = False
-        dirty, self._dirty = self._dirty, []
-        self.flushes += 1
-        self.writes += len(dirty)
-        for transport in dirty:
-            transport.flush()
+__all__ = ["MessageTransport", "TornadoTransport"]
 
 
-class TornadoTransport:
-    """Writes pre-framed bytes to one upgraded connection."""
+class _Edge:
+    """What both transports share: the handler, its stream once upgraded, closing."""
 
-    __slots__ = (
-        "_batcher",
-        "_compressed",
-        "_direct",
-        "_handler",
-        "_pending",
-        "_pending_bytes",
-        "_proto",
-    )
+    __slots__ = ("_handler", "_stream")
 
-    def __init__(self, handler: WebSocketHandler, batcher: WriteBatcher) -> None:
+    def __init__(self, handler: WebSocketHandler) -> None:
         self._handler: WebSocketHandler | None = handler
-        self._batcher = batcher
-        self._proto: WebSocketProtocol13 | None = None
-        self._compressed = False
-        self._direct = False
-        self._pending: list[bytes] | None = None
-        self._pending_bytes = 0
+        self._stream: IOStream | None = None
 
     def attach(self) -> None:
         """Called once the upgrade completed (the stream exists from then on)."""
         assert self._handler is not None
         proto = self._handler.ws_connection
-        assert isinstance(proto, WebSocketProtocol13)
-        self._proto = proto
-        self._compressed = proto._compressor is not None
-        # exact type: SSLIOStream is a subclass and must not be bypassed
-        self._direct = type(proto.stream) is IOStream
+        assert proto is not None
+        self._stream = proto.stream
 
-    def send(self, out: Outbound, encoding: Encoding) -> None:
-        if self._compressed:
-            proto = self._proto
-            if proto is None or proto.is_closing():
-                return
-            payload = out.payload(encoding)
-            assert self._handler is not None  # proto is None once detached
-            with contextlib.suppress(StreamClosedError, WebSocketClosedError):
-                self._handler.write_message(payload, binary=isinstance(payload, bytes))
-            return
-        self._queue(out.frame(encoding))
-
-    def _queue(self, frame: bytes) -> None:
-        pending = self._pending
-        if pending is None:
-            self._pending = [frame]
-            self._pending_bytes = len(frame)
-            self._batcher.mark(self)
-        else:
-            pending.append(frame)
-            self._pending_bytes += len(frame)
-
-    def flush(self) -> None:
-        """Write what was queued, as one buffer."""
-        pending = self._pending
-        if pending is None:
-            return
-        self._pending = None
-        self._pending_bytes = 0
-        proto = self._proto
-        if proto is None or proto.is_closing():
-            return
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
-        stream = proto.stream
-        if stream.closed():
-            return
-        if self._direct and not len(stream._write_buffer):
-            try:
-                sent = stream.socket.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError as e:
-                stream.close(exc_info=e)
-                return
-            if sent == len(data):
-                return
-            data = memoryview(data)[sent:]  # type: ignore[assignment]
-        with contextlib.suppress(StreamClosedError):
-            stream.write(data)
-
-    def buffered(self) -> int:
-        proto = self._proto
-        if proto is None:
-            return self._pending_bytes
-        return len(proto.stream._write_buffer) + self._pending_bytes
-
-    def ping(self) -> None:
-        if self._compressed:
-            proto = self._proto
-            if proto is not None and not proto.is_closing():
-                with contextlib.suppress(StreamClosedError):
-                    proto.stream.write(PING_FRAME)
-            return
-        self._queue(PING_FRAME)
+    def _open_stream(self) -> IOStream | None:
+        """The stream, or None once the stream or the WebSocket is closing."""
+        stream = self._stream
+        if stream is None or self._handler is None:
+            return None
+        proto = self._handler.ws_connection
+        if proto is None or proto.is_closing() or stream.closed():
+            return None
+        return stream
 
     def close(self, code: int, reason: str) -> None:
-        self.flush()  # queued frames (the bye among them) precede the close frame
         if self._handler is not None:
             self._handler.close(code, reason)
 
     def detach(self) -> None:
-        """The connection is gone: drop the references to the handler and protocol.
+        """The connection is gone: drop the references to the handler and its stream.
 
         The core's ``Connection`` outlives the socket for its clean-up and points at
         this transport; without this, connection, transport and handler form a
         reference cycle that keeps the handler, its stream, socket and request alive
-        until a full garbage collection (rare with the node's GC tuning), which shows
-        as RSS and fds growing under churn. Writes after this are dropped.
+        until a full garbage collection (rare with the node's GC tuning): RSS grew by
+        ~1.5 KB per connect cycle under churn (tests/chaos/test_churn.py). Writes
+        after this are dropped.
         """
         self._handler = None
-        self._proto = None
-        self._pending = None
-        self._pending_bytes = 0
+        self._stream = None
 
     def abort(self) -> None:
-        self._pending = None
-        self._pending_bytes = 0
-        proto = self._proto
-        if proto is not None:
-            proto._abort()
+        stream = self._stream
+        if stream is not None:
+            stream.close()  # Tornado's close callback then runs on_close
+
+
+class TornadoTransport(_Edge):
+    """Writes pre-framed bytes to one upgraded connection."""
+
+    __slots__ = ("_direct", "_inflight", "_inflight_bytes")
+
+    def __init__(self, handler: WebSocketHandler) -> None:
+        super().__init__(handler)
+        self._direct = False
+        # (future of an IOStream.write, its size), oldest first; only while refused
+        self._inflight: deque[tuple[Future[None], int]] | None = None
+        self._inflight_bytes = 0
+
+    def attach(self) -> None:
+        super().attach()
+        # exact type: SSLIOStream is a subclass and must not be bypassed
+        self._direct = type(self._stream) is IOStream
+
+    def write(self, batch: Sequence[Outbound], encoding: Encoding) -> int:
+        stream = self._open_stream()
+        if stream is None:
+            return 0
+        data: bytes | memoryview = (
+            batch[0].frame(encoding)
+            if len(batch) == 1
+            else b"".join([out.frame(encoding) for out in batch])
+        )
+        if not stream.writing():
+            self._inflight = None  # everything offered before was taken
+            self._inflight_bytes = 0
+            if self._direct:
+                try:
+                    sent = stream.socket.send(data)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as e:
+                    stream.close(exc_info=e)
+                    return 0
+                if sent == len(data):
+                    return 0
+                data = memoryview(data)[sent:]
+        try:
+            future = stream.write(data)
+        except StreamClosedError:
+            return 0
+        return self._refused(future, len(data))
+
+    def _refused(self, future: Future[None], size: int) -> int:
+        inflight = self._inflight
+        if inflight is None:
+            if future.done():
+                return 0
+            inflight = self._inflight = deque()
+        inflight.append((future, size))
+        self._inflight_bytes += size
+        while inflight and inflight[0][0].done():
+            self._inflight_bytes -= inflight.popleft()[1]
+        return self._inflight_bytes
+
+
+class MessageTransport(_Edge):
+    """Writes each frame with ``write_message`` (per-connection compression).
+
+    Refused bytes are counted as the payload sizes written since the stream was last
+    seen with nothing unsent: an upper bound of what the kernel has not taken.
+    """
+
+    __slots__ = ("_refused_bytes",)
+
+    def __init__(self, handler: WebSocketHandler) -> None:
+        super().__init__(handler)
+        self._refused_bytes = 0
+
+    def write(self, batch: Sequence[Outbound], encoding: Encoding) -> int:
+        stream = self._open_stream()
+        handler = self._handler
+        if stream is None or handler is None:
+            return 0
+        size = 0
+        for out in batch:
+            if out is PING:
+                with contextlib.suppress(WebSocketClosedError):
+                    handler.ping(b"")
+                continue
+            payload = out.payload(encoding)
+            size += len(payload)
+            try:
+                future = handler.write_message(payload, binary=isinstance(payload, bytes))
+            except WebSocketClosedError:
+                return 0
+            future.add_done_callback(_retrieve)
+        if stream.writing():
+            self._refused_bytes += size
+        else:
+            self._refused_bytes = 0
+        return self._refused_bytes
+
+
+def _retrieve(future: Future[None]) -> None:
+    """Mark a write's failure (the connection closed meanwhile) as seen."""
+    if not future.cancelled():
+        future.exception()

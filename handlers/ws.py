@@ -16,22 +16,25 @@ from typing import Any
 
 import tornado.web
 import tornado.websocket
-from tornado.websocket import WebSocketProtocol, _WebSocketParams
+from tornado.websocket import WebSocketProtocol
 
 from core.connection import Connection
+from core.errors import Refusal
+from core.gate import UNAVAILABLE
 from core.netaddr import TrustedProxies, client_ip
-from core.node import UNAVAILABLE, Node, Reject
+from core.node import Node
 from core.protocol import CloseCode, Encoding, select_encoding
 from core.session import Session
+from core.subprotocols import SUPPORTED, refusal_of_offer
 from handlers.base import SafeRequestMixin, write_json_error
-from handlers.strict_protocol import StrictProtocol13
-from handlers.transport import TornadoTransport, WriteBatcher
+from handlers.tornado_private import make_protocol
+from handlers.transport import MessageTransport, TornadoTransport
 
 __all__ = ["MAX_QUEUED_MESSAGES", "AuthMixin", "SquallSocket"]
 
 log = logging.getLogger("squall.ws")
 
-#: inbound messages a connection may have waiting before it is closed with 4008
+#: inbound messages a connection may have waiting; more are answered 429 (then 4008)
 MAX_QUEUED_MESSAGES = 1024
 
 
@@ -57,15 +60,24 @@ class AuthMixin(tornado.web.RequestHandler):
 class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandler):
     """One client connection."""
 
-    def initialize(
-        self, node: Node, session: Session, trusted: TrustedProxies, batcher: WriteBatcher
-    ) -> None:
-        self.node = node
+    def initialize(self, node: Node, session: Session, trusted: TrustedProxies) -> None:
+        self.gate = node.gate
+        self.queue = node.queue
+        self.life = node.life
+        self.conf = node.settings
+        self.clock = node.clock
+        self.metrics = node.metrics
         self.session = session
         self.trusted = trusted
         self.conn: Connection | None = None
-        self.transport = TornadoTransport(self, batcher)
-        self._started = node.clock.monotonic()
+        # permessage-deflate compresses per connection: such nodes write messages one
+        # by one; all others write pre-built frames.
+        self.transport: TornadoTransport | MessageTransport = (
+            MessageTransport(self)
+            if self.conf.server.websocket_compression
+            else TornadoTransport(self)
+        )
+        self._started = self.clock.monotonic()
         self._encoding = Encoding.MSGPACK
         self._opened = False
         self._counted = False
@@ -75,34 +87,38 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
 
     # -- handshake -------------------------------------------------------------
 
-    def _refuse(self, reject: Reject) -> None:
-        self.node.metrics.handshakes.labels(str(reject.status)).inc()
+    def _refuse(self, reject: Refusal) -> None:
+        self.metrics.handshakes.labels(str(reject.status)).inc()
         write_json_error(self, reject.status, reject.error, reject.message, reject.retry_after)
 
     async def prepare(self) -> None:
-        node = self.node
-        reject = node.capacity_check()
+        gate = self.gate
+        unsupported = refusal_of_offer(self.request.headers.get("Sec-WebSocket-Protocol"))
+        if unsupported is not None:
+            self.metrics.handshakes.labels("400").inc()
+            extra = {"supported": list(SUPPORTED)}
+            return write_json_error(self, 400, "bad_subprotocol", unsupported, extra=extra)
+        reject = gate.capacity_check()
         if reject is not None and reject is not UNAVAILABLE:
             return self._refuse(reject)
         # A storm queues here (bounded wait, FIFO), also for a backend coming back.
-        if not await node.gate.enter():
-            return self._refuse(
-                Reject(503, CloseCode.INTERNAL, "busy", "try again", node.gate.retry_after())
-            )
+        if not await self.queue.enter():
+            retry = self.queue.retry_after()
+            return self._refuse(Refusal(503, "busy", "node busy: retry after Retry-After", retry))
         try:
             await self._admit()
         finally:
-            node.gate.leave()
+            self.queue.leave()
 
     async def _admit(self) -> None:
-        node = self.node
-        reject = node.capacity_check()
+        gate = self.gate
+        reject = gate.capacity_check()
         if reject is not None:
             return self._refuse(reject)
-        node.pending_handshakes += 1
+        gate.pending_handshakes += 1
         self._counted = True
         ip = self.client_address()
-        reject = node.origin_check(
+        reject = gate.origin_check(
             self.request.headers.get("Origin"), self.request.headers.get("Host")
         )
         if reject is not None:
@@ -110,16 +126,16 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
         token = self.bearer_token()
         if token is None:
             # first-frame authentication; a locked-out ip is refused right away
-            reject = await node.lockout_check(ip)
+            reject = await gate.lockout_check(ip)
             if reject is not None:
                 return self._refuse(reject)
-            self.conn = node.new_connection(ip, self._encoding, self.transport)
+            self.conn = self.life.new_connection(ip, self._encoding, self.transport)
             return
-        result = await node.authenticate(token, ip)  # lockout checked there
-        if isinstance(result, Reject):
+        result = await gate.authenticate(token, ip)  # lockout checked there
+        if isinstance(result, Refusal):
             return self._refuse(result)
-        self.conn = node.new_connection(ip, self._encoding, self.transport)
-        reject = await node.admit(self.conn, result)
+        self.conn = self.life.new_connection(ip, self._encoding, self.transport)
+        reject = await gate.admit(self.conn, result)
         if reject is not None:
             return self._refuse(reject)
 
@@ -129,12 +145,12 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
         finally:
             self._uncount()
             if not self._opened and self.conn is not None:
-                await self.node.release(self.conn)
+                await self.life.release(self.conn)
 
     def _uncount(self) -> None:
         if self._counted:
             self._counted = False
-            self.node.pending_handshakes -= 1
+            self.gate.pending_handshakes -= 1
 
     def on_finish(self) -> None:
         self._uncount()
@@ -150,22 +166,16 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
         return chosen.value if chosen is not None else None
 
     def get_compression_options(self) -> dict[str, Any] | None:
-        return {} if self.node.settings.server.websocket_compression else None
+        return {} if self.conf.server.websocket_compression else None
 
     def get_websocket_protocol(self) -> WebSocketProtocol | None:
         if self.request.headers.get("Sec-WebSocket-Version") != "13":
             return None
-        params = _WebSocketParams(
-            ping_interval=None,  # the node's single sweeper pings; no per-connection timer
-            ping_timeout=None,
-            max_message_size=self.max_message_size,
-            compression_options=self.get_compression_options(),
-        )
-        return StrictProtocol13(self, False, params)
+        return make_protocol(self, self.max_message_size, self.get_compression_options())
 
     @property
     def max_message_size(self) -> int:
-        return self.node.settings.limits.max_frame_bytes
+        return self.conf.limits.max_frame_bytes
 
     # -- connection ------------------------------------------------------------
 
@@ -177,10 +187,10 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
         self.transport.attach()
         self.set_nodelay(True)
         conn.encoding = self._encoding
-        self.node.opened(conn, self._auth_timeout)
+        self.life.opened(conn, self._auth_timeout)
         if conn.uid is not None:
-            self.node.metrics.handshakes.labels("101").inc()
-            self.node.metrics.handshake_seconds.observe(self.node.clock.monotonic() - self._started)
+            self.metrics.handshakes.labels("101").inc()
+            self.metrics.handshake_seconds.observe(self.clock.monotonic() - self._started)
 
     def _auth_timeout(self) -> None:
         conn = self.conn
@@ -203,12 +213,12 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
         inbox = self._inbox
         if inbox is None:
             inbox = self._inbox = deque()
-        inbox.append(message)
-        if len(inbox) > MAX_QUEUED_MESSAGES:
-            # Reading outpaces handling by far: a flood the rate limit cannot absorb.
-            inbox.clear()
-            conn.close(CloseCode.RATE_LIMIT, "too many frames queued")
+        if len(inbox) >= MAX_QUEUED_MESSAGES:
+            # Reading outpaces handling (a request waits on the backend): answer 429,
+            # which closes with 4008 only after the rate limit's strikes.
+            self.session.overloaded(conn, message)
             return
+        inbox.append(message)
         if self._consumer is None:
             self._consumer = asyncio.ensure_future(self._consume(conn))
 
@@ -227,11 +237,11 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
 
     def on_pong(self, data: bytes) -> None:
         if self.conn is not None:
-            self.conn.last_seen = self.node.clock.monotonic()
+            self.conn.last_seen = self.clock.monotonic()
 
     def on_ping(self, data: bytes) -> None:
         if self.conn is not None:
-            self.conn.last_seen = self.node.clock.monotonic()
+            self.conn.last_seen = self.clock.monotonic()
 
     def on_close(self) -> None:
         self._inbox = None
@@ -241,4 +251,4 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
         conn = self.conn
         self.transport.detach()  # no cycle through the core's Connection (see detach)
         if conn is not None and self._opened:
-            self.node.spawn(self.node.closed(conn))
+            self.life.spawn(self.life.closed(conn))

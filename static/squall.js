@@ -12,9 +12,14 @@
  * - each request promise resolves with its `ok` (or `pong`) or rejects with
  *   RequestFailed(code, reason, retryAfter) for its `err`; exactly one outcome;
  * - after any close except 4001, 4003, 4009, 4010, 4029 (1012 "draining" included)
- *   or a network drop, the client waits min(cap, base * 2^n) * random() seconds
- *   (full jitter; n resets after a connection stayed up `resetAfter` seconds),
- *   asks the token provider again, reconnects with ?token=, and rejoins every
+ *   or a network drop, the client waits per its backoff policy (the same rules as
+ *   the Python client's client/backoff.py: a delay in
+ *   [ceiling * (1 - jitter), ceiling] with ceiling = min(cap, base * 2^n), n the
+ *   consecutive failed tries, reset after a connection stayed up `resetAfter`
+ *   seconds; after a 1012/1001 restart or drain close a delay in
+ *   [0, restartDelay] and the count starts over; after `maxAttempts` failed tries
+ *   it gives up with GaveUp), asks the token provider again, reconnects with
+ *   ?token=, and rejoins every
  *   joined room with `since` (last seq seen) and `epoch`; the server replays what
  *   was missed, and msgs whose seq is not above the last one seen are dropped, so
  *   each room's messages reach the handlers in seq order without duplicates;
@@ -23,7 +28,10 @@
  * - a non-reconnectable close ends the client: pending and later requests reject
  *   with Closed(code, reason) and the "closed" event fires once;
  * - dm frames are acknowledged after every "dm" handler returned (or the promise it
- *   returned resolved); a dm redelivered after a reconnect is not emitted twice.
+ *   returned resolved); a dm redelivered after a reconnect is not emitted twice;
+ * - every state change is a "status" event {state, attempt, delay, code, reason},
+ *   state one of connecting, open, retry, recovered, gave_up, closed (the fields
+ *   mean what they mean in the Python client's client/events.py).
  *
  * Browsers do not expose the HTTP status of a refused handshake (bad token: the
  * socket just closes with 1006). The first connect() rejects in that case; later
@@ -42,8 +50,99 @@
 
   const SUBPROTOCOL = "squall.v1.json";
   const NO_RECONNECT = new Set([4001, 4003, 4009, 4010, 4029]);
+  /** Restart / drain closes: reconnect soon, the attempt count started over. */
+  const RESTART = new Set([1001, 1012]);
   const SEEN_DMS = 4096;
-  const EVENTS = ["msg", "dm", "presence", "state", "welcome", "rejoin", "closed"];
+  const EVENTS = ["msg", "dm", "presence", "state", "status", "welcome", "rejoin", "closed"];
+  const MAX_EXPONENT = 64;
+
+  /**
+   * The backoff policy (seconds), validated; the same fields and defaults as the
+   * Python client's Backoff: base 0.5, cap 30, jitter 1 (full), maxAttempts null
+   * (never give up), resetAfter 10, restartDelay 1.
+   */
+  function Backoff(options) {
+    const o = options || {};
+    const pick = (v, d) => (v === undefined ? d : v);
+    const p = {
+      base: pick(o.base, 0.5),
+      cap: pick(o.cap, 30),
+      jitter: pick(o.jitter, 1),
+      maxAttempts: pick(o.maxAttempts, null),
+      resetAfter: pick(o.resetAfter, 10),
+      restartDelay: pick(o.restartDelay, 1),
+    };
+    if (!(p.base > 0) || !(p.cap > 0)) throw new RangeError("backoff base and cap must be positive");
+    if (p.cap < p.base) throw new RangeError("backoff cap must not be below its base");
+    if (!(p.jitter >= 0 && p.jitter <= 1)) throw new RangeError("backoff jitter must be between 0 and 1");
+    if (p.maxAttempts !== null && !(Number.isInteger(p.maxAttempts) && p.maxAttempts >= 1)) {
+      throw new RangeError("backoff maxAttempts must be an integer >= 1 (or null)");
+    }
+    if (!(p.resetAfter >= 0) || !(p.restartDelay >= 0)) {
+      throw new RangeError("backoff resetAfter and restartDelay must not be negative");
+    }
+    return Object.freeze(p);
+  }
+
+  /** The reference design's preset: 1 s doubling to 30 s (20 % jitter), 10 tries. */
+  const REFERENCE_BACKOFF = Backoff({ base: 1, cap: 30, jitter: 0.2, maxAttempts: 10 });
+
+  /** Upper bound of the delay (s) before try number `attempt` (0-based) under `policy`. */
+  function ceilingOf(policy, attempt) {
+    if (attempt < 0) throw new RangeError("attempt must not be negative");
+    return Math.min(policy.cap, policy.base * Math.pow(2, Math.min(attempt, MAX_EXPONENT)));
+  }
+
+  /** A delay in [ceiling * (1 - jitter), ceiling]; `random` gives [0, 1). */
+  function delayOf(policy, attempt, random) {
+    const top = ceilingOf(policy, attempt);
+    return top * (1 - policy.jitter) + top * policy.jitter * random();
+  }
+
+  /**
+   * One client's retry state (the Python client's Attempts): nextDelay() counts a
+   * try and returns null once maxAttempts consecutive tries failed; restart() drops
+   * the count (the restart's try is try 1 of a new one); a connection up for
+   * resetAfter seconds resets it. Times are caller-supplied seconds.
+   */
+  class Attempts {
+    constructor(policy, random) {
+      this.policy = policy;
+      this._random = random || Math.random;
+      this.attempt = 0;
+      this._upSince = null;
+    }
+
+    get exhausted() {
+      const limit = this.policy.maxAttempts;
+      return limit !== null && this.attempt >= limit;
+    }
+
+    nextDelay() {
+      if (this.exhausted) return null;
+      const delay = delayOf(this.policy, this.attempt, this._random);
+      this.attempt += 1;
+      return delay;
+    }
+
+    restart() {
+      this.attempt = 1;
+      return this.policy.restartDelay * this._random();
+    }
+
+    reset() {
+      this.attempt = 0;
+    }
+
+    connected(now) {
+      this._upSince = now;
+    }
+
+    disconnected(now) {
+      if (this._upSince !== null && now - this._upSince >= this.policy.resetAfter) this.reset();
+      this._upSince = null;
+    }
+  }
 
   class SquallError extends Error {}
 
@@ -75,6 +174,16 @@
     }
   }
 
+  /** The client stopped reconnecting after `attempts` consecutive failed tries. */
+  class GaveUp extends Closed {
+    constructor(attempts, code, reason) {
+      super(code, reason);
+      this.name = "GaveUp";
+      this.attempts = attempts;
+      this.message = "gave up after " + attempts + " tries: " + code + " " + (reason || "");
+    }
+  }
+
   class RequestTimeout extends SquallError {
     constructor(what) {
       super("timed out: " + what);
@@ -84,12 +193,33 @@
 
   /** Upper bound of the delay (s) before retry number `attempt` (0-based). */
   function backoffCeiling(attempt, base, cap) {
-    return Math.min(cap, base * Math.pow(2, Math.min(attempt, 64)));
+    return ceilingOf({ base: base, cap: cap }, attempt);
   }
 
   /** Full-jitter delay in seconds: uniform in [0, ceiling). */
   function backoffDelay(attempt, base, cap, random) {
-    return (random || Math.random)() * backoffCeiling(attempt, base, cap);
+    return delayOf({ base: base, cap: cap, jitter: 1 }, attempt, random || Math.random);
+  }
+
+  /** One human line for a "status" event, as the Python client's StatusEvent.describe(). */
+  function describeStatus(e) {
+    let why = "";
+    if (e.code !== null && e.code !== undefined) why = (" (" + e.code + " " + (e.reason || "")).trimEnd() + ")";
+    else if (e.reason) why = " (" + e.reason + ")";
+    switch (e.state) {
+      case "connecting":
+        return e.attempt ? "connecting (retry " + e.attempt + ")" : "connecting";
+      case "retry":
+        return "retry " + e.attempt + " in " + (e.delay || 0).toFixed(1) + " s" + why;
+      case "recovered":
+        return "recovered after " + e.attempt + (e.attempt === 1 ? " try" : " tries");
+      case "gave_up":
+        return "gave up after " + e.attempt + " tries" + why;
+      case "closed":
+        return "closed" + why;
+      default:
+        return e.state;
+    }
   }
 
   /** A ws:// or wss:// URL for `url`, which may be relative to the page ("/ws"). */
@@ -107,7 +237,8 @@
      * @param {string} url  ws(s):// URL of /ws, or a path relative to the page.
      * @param {object} options
      *   token: string | () => Promise<string>   (asked before every connection)
-     *   backoff: {base: 0.5, cap: 30, resetAfter: 10}   (seconds)
+     *   backoff: {base: 0.5, cap: 30, jitter: 1, maxAttempts: null, resetAfter: 10,
+     *             restartDelay: 1}   (seconds; Squall.REFERENCE_BACKOFF is 1 s to 30 s, 10 tries)
      *   autoAck: true          acknowledge dms after the handlers ran
      *   requestTimeout: 10000  ms, also bounds waiting for a reconnect
      *   connectTimeout: 10000  ms, from opening the socket to `welcome`
@@ -119,12 +250,7 @@
       if (opts.token === undefined) throw new TypeError("options.token is required");
       this.url = url;
       this._tokenSource = opts.token;
-      const b = opts.backoff || {};
-      this.backoff = {
-        base: b.base === undefined ? 0.5 : b.base,
-        cap: b.cap === undefined ? 30 : b.cap,
-        resetAfter: b.resetAfter === undefined ? 10 : b.resetAfter,
-      };
+      this.backoff = Backoff(opts.backoff);
       this.autoAck = opts.autoAck !== false;
       this.requestTimeout = opts.requestTimeout || 10000;
       this.connectTimeout = opts.connectTimeout || 10000;
@@ -140,8 +266,9 @@
       this._nextId = 1;
       this._rooms = new Map(); // name -> {name, seq, epoch, joined, recovered}
       this._dms = new Map(); // mid -> acked (insertion ordered, bounded)
-      this._attempt = 0;
-      this._upSince = null;
+      this._attempts = new Attempts(this.backoff, this._random);
+      this._tries = 0; // tries of the current outage
+      this.status = null; // the last "status" event
       this._timer = null;
       this._closing = false;
       this._final = null;
@@ -204,6 +331,20 @@
       this._emit("state", state, info || {});
     }
 
+    /** A "status" event: {state, attempt, delay, code, reason} (see the header). */
+    _status(state, fields) {
+      const f = fields || {};
+      const event = {
+        state: state,
+        attempt: f.attempt || 0,
+        delay: f.delay === undefined ? null : f.delay,
+        code: f.code === undefined ? null : f.code,
+        reason: f.reason || "",
+      };
+      this.status = event;
+      this._emit("status", event);
+    }
+
     // -- life cycle -------------------------------------------------------------
 
     /** Open the first connection; resolves with `welcome`, rejects with Closed. */
@@ -211,6 +352,7 @@
       if (this._started) throw new SquallError("connect() may be called once");
       this._started = true;
       this._setState("connecting");
+      this._status("connecting");
       let opened;
       try {
         opened = await this._open();
@@ -222,6 +364,7 @@
       if (typeof addEventListener === "function") addEventListener("online", this._onOnline);
       this._attach(opened.ws, opened.welcome);
       this._markReady();
+      this._status("open");
       return opened.welcome;
     }
 
@@ -280,6 +423,18 @@
               resolve({ ws: ws, welcome: frame });
             }
           };
+          // A socket that fails to open: browsers fire "error" then "close"; Node's
+          // WebSocket only "error". Settle on the first one (the close is then a no-op).
+          let upgraded = false;
+          ws.onopen = () => {
+            upgraded = true;
+          };
+          ws.onerror = () => {
+            if (welcomed || upgraded) return; // after the upgrade the close will follow
+            clearTimeout(timer);
+            welcomed = true; // settled
+            reject(new ConnectionLost(1006, "connection failed"));
+          };
           ws.onclose = (ev) => {
             const code = ev.code === 1005 || ev.code === 1006 ? (bye ? bye.code : ev.code) : ev.code;
             const reason = ev.reason || (bye ? bye.reason : "");
@@ -300,7 +455,7 @@
       this._ws = ws;
       this.welcome = welcome;
       this.connections += 1;
-      this._upSince = Date.now();
+      this._attempts.connected(Date.now() / 1000);
       this._lastSeen = Date.now();
       this._startWatchdog(ws, welcome.hb);
       this._emit("welcome", welcome);
@@ -341,21 +496,30 @@
       if (ws !== this._ws) return;
       this._ws = null;
       this._ready = false;
-      if (this._upSince !== null && Date.now() - this._upSince >= this.backoff.resetAfter * 1000) {
-        this._attempt = 0;
-      }
-      this._upSince = null;
+      this._attempts.disconnected(Date.now() / 1000);
       if (this._closing || this._final) return this._finish(null);
       if (NO_RECONNECT.has(code)) return this._finish(new Closed(code, reason));
       this._failPending(new ConnectionLost(code, reason));
       for (const [name, s] of this._rooms) if (!s.joined) this._rooms.delete(name);
-      this._scheduleReconnect({ code: code, reason: reason });
+      this._tries = 0;
+      this._scheduleReconnect({ code: code, reason: reason }, RESTART.has(code));
     }
 
-    _scheduleReconnect(info) {
-      const delay = backoffDelay(this._attempt, this.backoff.base, this.backoff.cap, this._random);
-      this._attempt += 1;
-      this._setState("reconnecting", Object.assign({ delay: delay }, info));
+    _scheduleReconnect(info, restart) {
+      const delay = restart ? this._attempts.restart() : this._attempts.nextDelay();
+      if (delay === null) {
+        const tries = this._attempts.attempt;
+        this._status("gave_up", { attempt: tries, code: info.code, reason: info.reason });
+        return this._finish(new GaveUp(tries, info.code, info.reason));
+      }
+      this._tries += 1;
+      this._setState("reconnecting", Object.assign({ delay: delay, attempt: this._tries }, info));
+      this._status("retry", {
+        attempt: this._tries,
+        delay: delay,
+        code: info.code,
+        reason: info.reason,
+      });
       this._timer = setTimeout(() => {
         this._timer = null;
         this._reconnect();
@@ -364,13 +528,15 @@
 
     async _reconnect() {
       if (this._closing || this._final) return;
+      this._status("connecting", { attempt: this._tries });
       let opened;
       try {
         opened = await this._open();
       } catch (err) {
         if (this._closing || this._final) return;
         if (err instanceof Closed) return this._finish(err);
-        return this._scheduleReconnect({ code: err.code === undefined ? null : err.code });
+        const code = err && err.code !== undefined ? err.code : null;
+        return this._scheduleReconnect({ code: code, reason: (err && err.reason) || "" }, false);
       }
       if (this._closing || this._final) {
         opened.ws.close(1000, "");
@@ -414,6 +580,7 @@
         return;
       }
       this._markReady();
+      this._status("recovered", { attempt: this._tries });
     }
 
     _joined(state, ok, rejoin) {
@@ -441,6 +608,10 @@
         ws.close(1000, "");
       }
       this._setState("closed", error ? { code: error.code, reason: error.reason } : {});
+      this._status(
+        "closed",
+        error ? { code: error.code, reason: error.reason } : { code: 1000, reason: "closed by the client" }
+      );
       this._emit("closed", error);
     }
 
@@ -626,9 +797,17 @@
     RequestFailed: RequestFailed,
     Closed: Closed,
     ConnectionLost: ConnectionLost,
+    GaveUp: GaveUp,
     RequestTimeout: RequestTimeout,
     NO_RECONNECT: NO_RECONNECT,
+    RESTART: RESTART,
     SUBPROTOCOL: SUBPROTOCOL,
+    Backoff: Backoff,
+    Attempts: Attempts,
+    REFERENCE_BACKOFF: REFERENCE_BACKOFF,
+    ceilingOf: ceilingOf,
+    delayOf: delayOf,
+    describeStatus: describeStatus,
     backoffCeiling: backoffCeiling,
     backoffDelay: backoffDelay,
   };

@@ -29,8 +29,8 @@ from core.config import Settings, load
 from core.heartbeat import Sweeper
 from core.metrics import Metrics
 from core.node import Node
+from core.writer import WriteBatcher
 from handlers.app import make_app, start_heartbeat
-from handlers.transport import WriteBatcher
 from server import build_backend, http_server_options
 from tests.tokens import SECRET, good_claims, make_token
 
@@ -71,10 +71,10 @@ class RunningNode:
         self.stopped = True
         self.timer.stop()
         self.server.stop()
-        self.node.close_all(1001, "test over")  # type: ignore[arg-type]
+        self.node.life.close_all(1001, "test over")  # type: ignore[arg-type]
         # as server.py's drain: let the connections' cleanup finish before deregistering
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.node.wait_empty(), 3)
+            await asyncio.wait_for(self.node.life.wait_empty(), 3)
         await self.node.stop()
         await self.server.close_all_connections()
 
@@ -91,8 +91,8 @@ async def start_node(
     verifier = TokenVerifier(JwtSettings.from_auth_config(settings.auth), clock)
     node = Node(settings, be, verifier, clock, Metrics())
     await node.start()
-    batcher = WriteBatcher()
-    app = make_app(node, batcher=batcher)
+    batcher = node.writer
+    app = make_app(node)
     server = HTTPServer(app, **http_server_options(settings))
     sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
     server.add_sockets(sockets)

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
+
+from core.errors import BackendUnavailable, RateLimited
+from core.messages import DirectMessage, PresenceEvent, Publication, Recovery, RoomPosition
 
 __all__ = [
     "AccessState",
@@ -37,9 +40,12 @@ __all__ = [
     "Membership",
     "NodeCommand",
     "NodeOp",
+    "NodeStats",
     "Policy",
     "PresenceEvent",
     "Publication",
+    "PublishOutcome",
+    "PublishRequest",
     "RateLimited",
     "RateSpec",
     "Recovery",
@@ -50,13 +56,9 @@ __all__ = [
 
 Policy = Literal["kick_oldest", "reject"]
 
-
-class RateLimited(Exception):
-    """An event refused by a sliding-window rate limit; retry after ``retry_after`` s."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"rate limited, retry after {retry_after:.3f} s")
-        self.retry_after = retry_after
+#: One node's stats record (:mod:`core.stats`): a JSON-ready map with at least
+#: ``node`` (the writer's node id) and ``ts`` (Unix ms of the write).
+NodeStats = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +70,20 @@ class RateSpec:
     window_s: float
 
 
-class BackendUnavailable(Exception):
-    """The shared store cannot be reached or answered with an error.
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    """The arguments of one :meth:`Backend.publish`, for :meth:`Backend.publish_many`."""
 
-    Raised instead of guessing: a caller must never treat it as "not banned",
-    "not revoked" or "allowed".
-    """
+    room: str
+    data: bytes
+    from_uid: str | None
+    ts: int
+    origin: str | None = None
+    rate: RateSpec | None = None
+
+
+#: the outcome of one request of :meth:`Backend.publish_many`
+PublishOutcome = Publication | RateLimited | BackendUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,72 +100,6 @@ class BackendOptions:
     session_ttl_s: float = 50.0
     #: announce presence ``leave`` when a dead node's memberships are reaped
     presence_events: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Publication:
-    """One room message, as stored in history and delivered to every node.
-
-    ``data`` is the MessagePack encoding of the client's ``data`` value and travels
-    as bytes end to end. ``origin`` is ``"<conn_id>:<request id>"`` of the ``pub``
-    that produced it (``None`` for server API publications) so the publishing
-    node can put the ``ok`` before the ``msg`` on the sender's connection.
-    """
-
-    room: str
-    seq: int
-    epoch: str
-    from_uid: str | None
-    ts: int
-    data: bytes
-    origin: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RoomPosition:
-    """The latest ``seq`` of a room (0 when nothing was published) and its epoch."""
-
-    seq: int
-    epoch: str
-
-
-@dataclass(frozen=True, slots=True)
-class Recovery:
-    """What :meth:`Backend.recover` found.
-
-    ``publications`` are those with ``since < seq <= position.seq`` still in history,
-    ascending and gap-free. ``recovered`` is True only when they are *all* of them:
-    the client's epoch (if given) matches and history reaches back to ``since + 1``.
-    """
-
-    publications: list[Publication]
-    position: RoomPosition
-    recovered: bool
-
-
-@dataclass(frozen=True, slots=True)
-class PresenceEvent:
-    """A user's first connection joined a room, or its last one left (cluster-wide).
-
-    ``origin`` is the connection id whose join/leave caused it; that connection
-    does not receive the event.
-    """
-
-    room: str
-    uid: str
-    event: Literal["join", "leave"]
-    origin: str
-
-
-@dataclass(frozen=True, slots=True)
-class DirectMessage:
-    """A private message. ``from_uid`` is ``None`` for messages sent by the server API."""
-
-    mid: str
-    to_uid: str
-    from_uid: str | None
-    data: bytes
-    ts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +243,25 @@ class Backend(abc.ABC):
         limit nothing is published and :class:`RateLimited` is raised.
         """
 
+    async def publish_many(self, requests: Sequence[PublishRequest]) -> list[PublishOutcome]:
+        """:meth:`publish` each request, in order; one outcome per request, in order.
+
+        Ordered: the publications of one call are assigned seqs in request order
+        (within a room) and never interleave with those of a later call by the same
+        caller. Each request is atomic as in :meth:`publish` and fails on its own
+        (:class:`RateLimited`, :class:`BackendUnavailable` as its outcome); nothing is
+        raised. Implementations may use one round trip for all of them.
+        """
+        outcomes: list[PublishOutcome] = []
+        for r in requests:
+            try:
+                outcomes.append(
+                    await self.publish(r.room, r.data, r.from_uid, r.ts, r.origin, r.rate)
+                )
+            except (RateLimited, BackendUnavailable) as e:
+                outcomes.append(e)
+        return outcomes
+
     @abc.abstractmethod
     async def position(self, room: str) -> RoomPosition:
         """The room's latest seq and epoch (a new epoch is created for an unknown room)."""
@@ -362,6 +325,26 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def cluster_counts(self) -> dict[str, int]:
         """Live sessions per node id."""
+
+    # -- cluster stats -----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def put_node_stats(self, record: Mapping[str, Any], ttl_s: float) -> None:
+        """Publish this node's stats record (JSON-ready), replacing its previous one.
+
+        The stored record is ``record`` with ``node`` set to this node's id. It stays
+        listed by :meth:`node_stats` for ``ttl_s`` seconds unless written again: a node
+        that dies disappears from every node's view within ``ttl_s``.
+        """
+
+    @abc.abstractmethod
+    async def drop_node_stats(self) -> None:
+        """Remove this node's stats record now (a clean stop). Idempotent."""
+
+    @abc.abstractmethod
+    async def node_stats(self) -> list[NodeStats]:
+        """The live stats record of every node of the cluster (this one included when
+        it wrote one), sorted by node id. Cluster-wide; a read, not atomic across nodes."""
 
     @abc.abstractmethod
     async def send_command(self, node_id: str, command: NodeCommand) -> None:

@@ -31,11 +31,12 @@ so idle users and ips cost nothing.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from core.backend.base import (
     Admission,
@@ -45,6 +46,7 @@ from core.backend.base import (
     DirectMessage,
     Membership,
     NodeCommand,
+    NodeStats,
     Policy,
     PresenceEvent,
     Publication,
@@ -201,6 +203,8 @@ class MemoryBackend(Backend):
         self._blocks: _ExpiringMap[str, float] = _ExpiringMap(mono)
         self._rates: dict[str, _SlidingLog] = {}
         self._inboxes: _ExpiringMap[str, OrderedDict[str, DirectMessage]] = _ExpiringMap(mono)
+        #: node id -> JSON of its stats record (only this node's in one process)
+        self._stats: _ExpiringMap[str, str] = _ExpiringMap(mono)
 
     # -- life cycle ------------------------------------------------------------
 
@@ -461,6 +465,20 @@ class MemoryBackend(Backend):
             for record in user.values():
                 counts[record.node_id] = counts.get(record.node_id, 0) + 1
         return counts
+
+    async def put_node_stats(self, record: Mapping[str, Any], ttl_s: float) -> None:
+        """Stored as JSON text, as Redis does: what :meth:`node_stats` returns is a copy."""
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
+        text = json.dumps({**record, "node": self.node_id})
+        self._stats.put(self.node_id, text, self._deadline(ttl_s))
+
+    async def drop_node_stats(self) -> None:
+        self._stats.pop(self.node_id)
+
+    async def node_stats(self) -> list[NodeStats]:
+        records: list[NodeStats] = [json.loads(text) for text in self._stats.values()]
+        return sorted(records, key=lambda r: str(r["node"]))
 
     async def send_command(self, node_id: str, command: NodeCommand) -> None:
         """Deliver to this node's listener; any other ``node_id`` does not exist: dropped."""

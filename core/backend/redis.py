@@ -41,9 +41,10 @@ mixin of :class:`RedisBackend`.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
@@ -59,8 +60,11 @@ from core.backend.base import (
     DirectMessage,
     Membership,
     NodeCommand,
+    NodeStats,
     Policy,
     Publication,
+    PublishOutcome,
+    PublishRequest,
     RateLimited,
     RateSpec,
     Recovery,
@@ -175,7 +179,8 @@ class RedisBackend(SecurityRecords, Backend):
         )
         #: what close() deregisters: sessions and memberships written by this node
         self._own_sessions: dict[str, SessionRecord] = {}
-        self._own_memberships: set[Membership] = set()
+        #: membership -> whether its join was announced (its leave is, too)
+        self._own_memberships: dict[Membership, bool] = {}
         self._unique = itertools.count()
         self._session_ttl_ms = expiry_ms(options.session_ttl_s)
         # Registry keys outlive their newest entry: their TTL only collects garbage.
@@ -205,6 +210,10 @@ class RedisBackend(SecurityRecords, Backend):
     async def close(self) -> None:
         """Deregister this node's sessions and memberships, stop delivery, disconnect.
 
+        The deregistration is one batch (one pipeline; one per master on a cluster):
+        every session, every membership (with its ``leave`` event when its join was
+        announced and it was the user's last in the room) and the node's index, sent
+        while the command connections are still open; only then are they closed.
         Idempotent. Connections are released even when Redis is unreachable; the
         deregistration failure is then raised as :class:`BackendUnavailable` (the
         records expire after ``session_ttl_s`` anyway).
@@ -232,16 +241,17 @@ class RedisBackend(SecurityRecords, Backend):
 
     async def _deregister(self) -> None:
         sessions, self._own_sessions = list(self._own_sessions.values()), {}
-        memberships, self._own_memberships = list(self._own_memberships), set()
+        memberships, self._own_memberships = list(self._own_memberships.items()), {}
         k = self._keys
+        leave = self._scripts.presence_leave.sha
 
         def build(pipe: Any) -> None:
+            # Idempotent, as pipeline() requires: a second leave finds nothing to announce.
             for r in sessions:
                 pipe.zrem(k.user_sessions(r.uid), r.conn_id)
                 pipe.hdel(k.user_records(r.uid), r.conn_id)
-            for m in memberships:
-                pipe.zrem(k.room_presence(m.room), member(m.uid, m.conn_id))
-                pipe.zrem(k.room_presence_lex(m.room), member(m.uid, m.conn_id))
+            for m, announce in memberships:
+                pipe.execute_command("EVALSHA", leave, *self._leave_keys_args(m, announce))
             pipe.delete(k.node_sessions(self.node_id))
             pipe.zrem(k.nodes(), self.node_id)
 
@@ -337,6 +347,56 @@ class RedisBackend(SecurityRecords, Backend):
             seq, epoch = result
         return Publication(room, seq, epoch.decode(), from_uid, ts, data, origin)
 
+    async def publish_many(self, requests: Sequence[PublishRequest]) -> list[PublishOutcome]:
+        """See :meth:`Backend.publish_many`: one pipeline of scripts, one round trip.
+
+        On a cluster (where a rated publish takes two commands on two slots) the
+        requests run one after another.
+        """
+        if self._cluster or len(requests) < 2:
+            return await super().publish_many(requests)
+        k = self._keys
+        calls: list[tuple[lua.Script, Sequence[str], Sequence[Any]]] = []
+        for r in requests:
+            tail = publication_tail(r.from_uid, r.ts, r.data, r.origin)
+            args: tuple[Any, ...] = (
+                k.room_channel(r.room),
+                tail,
+                secrets.token_hex(8),
+                self.options.history_size,
+                expiry_ms(self.options.history_ttl_s),
+            )
+            keys: tuple[str, ...] = (k.room_meta(r.room), k.room_history(r.room))
+            if r.rate is None:
+                calls.append((self._scripts.publish, keys, args))
+            else:
+                if r.rate.limit < 1:
+                    raise ValueError(f"limit must be positive, got {r.rate.limit!r}")
+                now = self._now_ms()
+                rate_args = (
+                    now,
+                    expiry_ms(r.rate.window_s),
+                    r.rate.limit,
+                    self._unique_member(now),
+                )
+                calls.append((lua.RATED_PUBLISH, (*keys, k.rate(r.rate.key)), (*args, *rate_args)))
+        try:
+            results = await self._cmd.eval_many("publish", calls)
+        except BackendUnavailable as e:
+            return [e] * len(requests)
+        outcomes: list[PublishOutcome] = []
+        for r, result in zip(requests, results, strict=True):
+            if isinstance(result, BackendUnavailable):
+                outcomes.append(result)
+            elif r.rate is not None and result[0] == 0:
+                outcomes.append(RateLimited(int(result[1]) / 1000))
+            else:
+                seq, epoch = result
+                outcomes.append(
+                    Publication(r.room, seq, epoch.decode(), r.from_uid, r.ts, r.data, r.origin)
+                )
+        return outcomes
+
     async def _room_state(self, room: str, since: int | None, epoch: str | None) -> Any:
         k = self._keys
         return await self._cmd.eval(
@@ -385,25 +445,29 @@ class RedisBackend(SecurityRecords, Backend):
                 self._registry_key_ttl_ms,
             ),
         )
-        self._own_memberships.add(m)
+        self._own_memberships[m] = self._own_memberships.get(m, False) or announce
         return bool(first)
 
     async def presence_leave(self, m: Membership, announce: bool) -> bool:
         """See :meth:`Backend.presence_leave`; an unknown or expired ``m`` gives False."""
-        k = self._keys
-        last = await self._cmd.eval(
-            self._scripts.presence_leave,
-            (k.room_presence(m.room), k.room_presence_lex(m.room)),
-            (
-                self._now_ms(),
-                m.uid,
-                member(m.uid, m.conn_id),
-                k.room_channel(m.room) if announce else "",
-                encode_presence("leave", m.uid, m.conn_id) if announce else b"",
-            ),
-        )
-        self._own_memberships.discard(m)
+        _n, *keys_args = self._leave_keys_args(m, announce)
+        last = await self._cmd.eval(self._scripts.presence_leave, keys_args[:2], keys_args[2:])
+        self._own_memberships.pop(m, None)
         return bool(last)
+
+    def _leave_keys_args(self, m: Membership, announce: bool) -> tuple[Any, ...]:
+        """Key count, keys and arguments of the presence-leave script for ``m``."""
+        k = self._keys
+        return (
+            2,
+            k.room_presence(m.room),
+            k.room_presence_lex(m.room),
+            self._now_ms(),
+            m.uid,
+            member(m.uid, m.conn_id),
+            k.room_channel(m.room) if announce else "",
+            encode_presence("leave", m.uid, m.conn_id) if announce else b"",
+        )
 
     async def presence_members(self, room: str) -> list[str]:
         k = self._keys
@@ -562,6 +626,62 @@ class RedisBackend(SecurityRecords, Backend):
 
         counts = await self._cmd.pipeline("cluster_counts", counting) if nodes else []
         return {node: n for node, n in zip(nodes, counts, strict=True) if n > 0}
+
+    # -- cluster stats -----------------------------------------------------------
+
+    async def put_node_stats(self, record: Mapping[str, Any], ttl_s: float) -> None:
+        """See :meth:`Backend.put_node_stats`: one pipeline, the record as a JSON string
+        with a PX TTL plus its expiry in the stats index (expired entries dropped)."""
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
+        k = self._keys
+        text = json.dumps({**record, "node": self.node_id})
+        ttl_ms = max(1, int(ttl_s * 1000))
+        now = self._now_ms()
+
+        def build(pipe: Any) -> None:
+            pipe.set(k.node_stats(self.node_id), text, px=ttl_ms)
+            pipe.zadd(k.stats_index(), {self.node_id: now + ttl_ms})
+            pipe.zremrangebyscore(k.stats_index(), "-inf", now)
+            pipe.pexpire(k.stats_index(), ttl_ms * 10)
+
+        await self._cmd.pipeline("put_node_stats", build)
+
+    async def drop_node_stats(self) -> None:
+        k = self._keys
+
+        def build(pipe: Any) -> None:
+            pipe.delete(k.node_stats(self.node_id))
+            pipe.zrem(k.stats_index(), self.node_id)
+
+        await self._cmd.pipeline("drop_node_stats", build)
+
+    async def node_stats(self) -> list[NodeStats]:
+        """See :meth:`Backend.node_stats`: two round trips (the index, then the records);
+        a record whose key already expired is left out."""
+        k = self._keys
+        now = self._now_ms()
+
+        def listing(pipe: Any) -> None:
+            pipe.zrangebyscore(k.stats_index(), f"({now}", "+inf")
+
+        nodes = sorted(n.decode() for n in (await self._cmd.pipeline("node_stats", listing))[0])
+        if not nodes:
+            return []
+
+        def reading(pipe: Any) -> None:
+            for node in nodes:
+                pipe.get(k.node_stats(node))
+
+        texts = await self._cmd.pipeline("node_stats", reading)
+        records: list[NodeStats] = []
+        for text in texts:
+            if text is None:
+                continue
+            record = json.loads(text)
+            if isinstance(record, dict):
+                records.append(record)
+        return records
 
     async def send_command(self, node_id: str, command: NodeCommand) -> None:
         """See :meth:`Backend.send_command`: one PUBLISH to the node's mailbox channel."""

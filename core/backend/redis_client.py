@@ -225,6 +225,39 @@ class CommandClient:
             return results
         raise AssertionError("unreachable")
 
+    async def eval_many(
+        self, what: str, calls: Sequence[tuple[lua.Script, Sequence[str], Sequence[Any]]]
+    ) -> list[Any]:
+        """Run scripts in one round trip (no MULTI), in order; one result per call.
+
+        A result is the script's reply, or the :class:`BackendUnavailable` of that
+        call alone (Redis answered it with an error). After a NOSCRIPT (Redis restarted,
+        ``SCRIPT FLUSH``) the calls that got it, and only those, were not run: they run
+        once more, in order, by ``EVAL``. A network failure raises
+        :class:`BackendUnavailable` for the whole call (outcome unknown, as for
+        :meth:`eval`).
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        async with self.guard(what):
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        again = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if again:
+            pipe = self.client.pipeline(transaction=False)
+            for i in again:
+                script, keys, args = calls[i]
+                pipe.eval(script.source, len(keys), *keys, *args)
+            async with self.guard(what):
+                rerun: list[Any] = await pipe.execute(raise_on_error=False)
+            for i, r in zip(again, rerun, strict=True):
+                results[i] = r
+        for i, r in enumerate(results):
+            if isinstance(r, Exception):
+                log.error("redis refused %s: %s", what, describe(r))
+                results[i] = BackendUnavailable(f"{what}: {describe(r)}")
+        return results
+
     async def publish(self, channel: bytes, payload: bytes) -> None:
         """PUBLISH (SPUBLISH on a cluster); the caller holds a slot."""
         if isinstance(self.client, RedisCluster):

@@ -95,6 +95,14 @@ class RedisKeys:
         """ZSET member(uid, conn_id) -> expiry (ms): the node's sessions, for counts."""
         return f"{self.prefix}{{n:{node_id}}}:sess"
 
+    def stats_index(self) -> str:
+        """ZSET node_id -> expiry (ms) of the node's stats record."""
+        return f"{self.prefix}stats"
+
+    def node_stats(self, node_id: str) -> str:
+        """STRING, JSON of the node's stats record, with a PX TTL."""
+        return f"{self.prefix}{{n:{node_id}}}:stats"
+
     def node_channel(self, node_id: str) -> str:
         """The node's mailbox (NodeCommand)."""
         return f"{self.prefix}node:{node_id}"

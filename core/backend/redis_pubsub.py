@@ -35,16 +35,15 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
 from core.backend.backoff import RetryPolicy
+from core.backend.redis_edge import RawConnection
 from core.clock import Clock
 
 __all__ = ["FAILURES", "PubSub", "describe"]
@@ -73,8 +72,8 @@ class _Link:
 
     def __init__(
         self,
-        conn: AbstractConnection,
-        prober: AbstractConnection,
+        conn: RawConnection,
+        prober: RawConnection,
         sharded: bool,
         probe_channel: bytes,
         on_message: Callable[[bytes, bytes], None],
@@ -82,9 +81,9 @@ class _Link:
         name: str = "",
     ) -> None:
         self.conn = conn
-        #: the link's own connection for probe publishes (same server as ``conn``):
-        #: a node busy with a storm of handshakes holding every pooled connection
-        #: must not take its probe's wait for a slot for a dead Redis
+        #: the link's own connection for probe publishes (same server as ``conn``): a
+        #: node busy with a storm of handshakes holding every pooled connection must
+        #: not take its probe's wait for a pool slot for a dead Redis
         self.prober = prober
         #: the cluster node name (``host:port``) this link is connected to
         self.name = name
@@ -93,7 +92,7 @@ class _Link:
         self._timeout_s = timeout_s
         s = b"s" if sharded else b""
         self._sub, self._unsub, self._message = s + b"subscribe", s + b"unsubscribe", s + b"message"
-        self._publish = "SPUBLISH" if sharded else "PUBLISH"
+        self._publish = s.upper() + b"PUBLISH"
         #: (reply kind, channel, resolved True when confirmed / False when lost)
         self._pending: deque[tuple[bytes, bytes, asyncio.Future[bool]]] = deque()
         self._send_lock = asyncio.Lock()
@@ -101,8 +100,8 @@ class _Link:
         self.reader: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        await self.conn.connect()  # type: ignore[no-untyped-call]
-        await self.prober.connect()  # type: ignore[no-untyped-call]
+        await self.conn.connect()
+        await self.prober.connect()
         self.reader = asyncio.ensure_future(self._read())
 
     async def close(self) -> None:
@@ -112,8 +111,8 @@ class _Link:
             if not self.reader.cancelled():
                 self.reader.exception()  # retrieved: the supervisor already reported it
         self._resolve_all()
-        await self.conn.disconnect(nowait=True)
-        await self.prober.disconnect(nowait=True)
+        await self.conn.disconnect()
+        await self.prober.disconnect()
 
     @property
     def alive(self) -> bool:
@@ -133,12 +132,7 @@ class _Link:
                 waiters.append(loop.create_future())
                 self._pending.append((kind, channel, waiters[-1]))
             # One command per channel: sharded channels of different slots may not share one.
-            packed = self.conn.pack_commands([(kind.upper(), ch) for ch in channels])
-            try:
-                await self.conn.send_packed_command(packed, check_health=False)
-            except AttributeError:
-                # redis-py drops the writer when the connection breaks under us
-                raise ConnectionError("pub/sub connection lost") from None
+            await self.conn.send([(kind.upper(), ch) for ch in channels])
         done, _ = await asyncio.wait(waiters, timeout=self._timeout_s)
         if len(done) < len(waiters):
             raise TimeoutError(f"no {kind.decode()} confirmation within {self._timeout_s} s")
@@ -151,8 +145,7 @@ class _Link:
         waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._probe = (token, waiter)
         try:
-            await self.prober.send_command(self._publish, self.probe_channel, token)
-            await self.prober.read_response()
+            await self.prober.command(self._publish, self.probe_channel, token)
             if not await waiter:
                 raise ConnectionError("pub/sub connection lost during the probe")
         finally:
@@ -161,7 +154,7 @@ class _Link:
     async def _read(self) -> None:
         try:
             while True:
-                reply = await self.conn.read_response(timeout=math.inf)
+                reply = await self.conn.read()
                 kind = reply[0]
                 if kind == self._message:
                     if reply[1] == self.probe_channel:
@@ -393,15 +386,14 @@ class PubSub:
                     await self._client.nodes_manager.initialize()
                 for i, node in enumerate(self._client.get_primaries()):
                     probe = self._cluster_probe_channel(node.name, i)
-                    conn = node.connection_class(**node.connection_kwargs)
-                    own = node.connection_class(**node.connection_kwargs)
+                    conn = RawConnection.like(node, self._client_name)
+                    own = RawConnection.like(node, self._client_name + ":probe")
                     links.append(self._make_link(conn, own, probe, node.name))
                     await links[-1].open()
             else:
-                pool = self._client.connection_pool
-                sub: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
-                prober: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
-                links.append(self._make_link(sub, prober, self._probe_base.encode()))
+                sub = RawConnection.like(self._client, self._client_name)
+                own = RawConnection.like(self._client, self._client_name + ":probe")
+                links.append(self._make_link(sub, own, self._probe_base.encode()))
                 await links[-1].open()
         except BaseException:
             for link in links:
@@ -410,14 +402,8 @@ class PubSub:
         return links
 
     def _make_link(
-        self,
-        conn: AbstractConnection,
-        prober: AbstractConnection,
-        probe_channel: bytes,
-        name: str = "",
+        self, conn: RawConnection, prober: RawConnection, probe_channel: bytes, name: str = ""
     ) -> _Link:
-        conn.client_name = self._client_name
-        prober.client_name = self._client_name + ":probe"
         sharded = isinstance(self._client, RedisCluster)
         return _Link(conn, prober, sharded, probe_channel, self._dispatch, self._timeout_s, name)
 

@@ -23,6 +23,8 @@ from core.backend.base import (
     NodeCommand,
     NodeOp,
     PresenceEvent,
+    Publication,
+    PublishRequest,
     RateLimited,
     RateSpec,
     RotateOutcome,
@@ -95,6 +97,30 @@ async def test_publication_carries_its_fields_and_is_delivered_as_returned(
     assert (server.seq, server.from_uid, server.origin) == (2, None, None)
     await rec.wait_for(lambda: len(rec.publications) == 2)
     assert rec.publications == [pub, server]
+
+
+async def test_publish_many_keeps_request_order_and_fails_each_request_alone(
+    harness: Harness,
+) -> None:
+    b = await harness.make_backend()
+    rec = harness.recorder(b)
+    await b.subscribe_room("pm")
+    rate = RateSpec("rl:pm-user", 5, 60.0)
+    requests = [
+        PublishRequest("pm", b"%d" % i, "u", i, origin=f"c:{i}", rate=rate) for i in range(8)
+    ]
+    first = await b.publish_many(requests[:3])
+    rest = await b.publish_many(requests[3:])
+    outcomes = first + rest
+    published = [o for o in outcomes if isinstance(o, Publication)]
+    # the first five fit the limit, in request order; the last three are refused alone
+    assert [p.seq for p in published] == [1, 2, 3, 4, 5]
+    assert [p.data for p in published] == [b"0", b"1", b"2", b"3", b"4"]
+    assert [p.origin for p in published] == [f"c:{i}" for i in range(5)]
+    assert all(isinstance(o, RateLimited) and o.retry_after > 0 for o in outcomes[5:])
+    await rec.wait_for(lambda: len(room_pubs(rec, "pm")) == 5)
+    assert room_pubs(rec, "pm") == [1, 2, 3, 4, 5]
+    assert await b.publish_many([]) == []
 
 
 async def test_position_of_unknown_room_is_zero_with_a_stable_epoch(harness: Harness) -> None:

@@ -25,7 +25,7 @@ from tests.harness import RunningNode, connect, eventually, token
 from tests.tokens import make_token
 
 # reconnects in tests wait at most a few milliseconds
-FAST = Backoff(base=0.01, cap=0.02)
+FAST = Backoff(base=0.01, cap=0.02, restart_delay=0.02)
 
 
 async def _next(stream: AsyncIterator[Frame], timeout: float = 5.0) -> Frame:
@@ -467,7 +467,9 @@ async def test_a_new_room_epoch_is_not_mistaken_for_duplicates(nodes: NodeFactor
     assert [(await _next(stream))["seq"] for _ in range(3)] == [1, 2, 3]
     # What a node delivers after the shared store lost the room: seq restarts at 1
     # under a new epoch.
-    node.node.on_publication(Publication("e", 1, "fresh-epoch", None, 0, msgpack.packb("new")))
+    node.node.router.on_publication(
+        Publication("e", 1, "fresh-epoch", None, 0, msgpack.packb("new"))
+    )
     again = await _next(stream)
     assert again["seq"] == 1 and again["data"] == "new" and again["epoch"] == "fresh-epoch"
     assert ok["epoch"] != "fresh-epoch"

@@ -8,10 +8,7 @@ private one when it stops Redis.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -31,8 +28,8 @@ from tests.harness import (
     refused,
     token,
 )
+from tests.procs import ServerProcess
 from tests.redis_server import RedisServer, free_port, shared_cluster, shared_server
-from tests.tokens import SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -227,7 +224,7 @@ async def test_redis_outage_is_loud_and_self_healing(cluster: Cluster, tmp_path:
         assert msg["seq"] >= 1
         # the restarted Redis lost everything; the nodes wrote their sessions and
         # memberships again, so limits and presence still see these users
-        await eventually(lambda: b.node._backend_lost is False)
+        await eventually(lambda: not b.node.router.backend_lost)
         for _ in range(100):
             if await a.backend.presence_members("r") == ["pub", "sub"]:
                 break
@@ -243,186 +240,58 @@ async def test_redis_outage_is_loud_and_self_healing(cluster: Cluster, tmp_path:
         server.cleanup()
 
 
-def _spawn_node(url: str, prefix: str, port: int, node_id: str) -> subprocess.Popen[bytes]:
+def _spawn_node(
+    server_procs: Callable[..., ServerProcess], url: str, prefix: str, port: int, node_id: str
+) -> ServerProcess:
     env = {
-        **os.environ,
-        "SQUALL_JWT_SECRET": SECRET,
         "REDIS_URL": url,
         "SQUALL_BACKEND__KEY_PREFIX": prefix,
         "SQUALL_HEARTBEAT__INTERVAL_S": "0.5",
         "SQUALL_LIMITS__MAX_CONNECTIONS_PER_USER": "1",
         "SQUALL_LIMITS__ON_NEW_LOGIN": "reject",
         "SQUALL_SERVER__HOST": "127.0.0.1",
-        "SQUALL_LOG__FORMAT": "text",
+        "SQUALL_SERVER__DRAIN_S": "1",
     }
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "server.py"), "--port", str(port), "--node-id", node_id],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line or b"listening" in line:
-            break
+    proc = server_procs(["--port", str(port), "--node-id", node_id], env, name=node_id)
+    proc.wait_for_line("listening", timeout=15)
     return proc
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_sigkilled_node_frees_its_users_slots(cluster: Cluster) -> None:
+async def test_sigkilled_node_frees_its_users_slots(
+    cluster: Cluster, server_procs: Callable[..., ServerProcess]
+) -> None:
     url = shared_server().url
     prefix = f"squall-kill:{uuid.uuid4().hex}:"
     port = free_port()
-    proc = _spawn_node(url, prefix, port, "victim")
-    try:
-        victim = RunningNode.__new__(RunningNode)
-        victim.port = port
-        holder = await connect(victim, token("alice"))
-        assert (await holder.request({"t": "ping"}))["t"] == "pong"
-        survivor = await cluster(
-            "survivor",
-            {
-                "backend.key_prefix": prefix,
-                "heartbeat.interval_s": 0.5,
-                "limits.max_connections_per_user": 1,
-                "limits.on_new_login": "reject",
-            },
-        )
-        assert (await refused(survivor, token("alice"))).status == 429
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(5)
-        killed_at = time.monotonic()
-        while True:
-            try:
-                c = await connect(survivor, token("alice"))
-                break
-            except HandshakeRefused as e:
-                assert e.status == 429
-                assert time.monotonic() - killed_at < 2 * 0.5 + 1.0, "slot not freed in time"
-                await asyncio.sleep(0.05)
-        assert time.monotonic() - killed_at <= 2 * 0.5 + 0.5
-        c.close()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.mark.gen_test(timeout=60)
-async def test_workers_share_the_port_as_separate_nodes() -> None:
-    url = shared_server().url
-    port = free_port()
-    env = {
-        **os.environ,
-        "SQUALL_JWT_SECRET": SECRET,
-        "REDIS_URL": url,
-        "SQUALL_BACKEND__KEY_PREFIX": f"squall-w:{uuid.uuid4().hex}:",
-        "SQUALL_SERVER__HOST": "127.0.0.1",
-        "SQUALL_LOG__FORMAT": "text",
-        "SQUALL_SERVER__DRAIN_S": "1",
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "server.py"),
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--node-id",
-            "wk",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    proc = _spawn_node(server_procs, url, prefix, port, "victim")
+    victim = RunningNode.__new__(RunningNode)
+    victim.port = port
+    holder = await connect(victim, token("alice"))
+    assert (await holder.request({"t": "ping"}))["t"] == "pong"
+    survivor = await cluster(
+        "survivor",
+        {
+            "backend.key_prefix": prefix,
+            "heartbeat.interval_s": 0.5,
+            "limits.max_connections_per_user": 1,
+            "limits.on_new_login": "reject",
+        },
     )
-    try:
-        assert proc.stdout is not None
-        listening = 0
-        deadline = time.monotonic() + 20
-        while listening < 2 and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            listening += b"listening" in line
-        assert listening == 2
-        target = RunningNode.__new__(RunningNode)
-        target.port = port
-        seen: set[str] = set()
-        clients = []
-        for i in range(40):
-            c = await connect(target, token(f"w{i}"), welcome=False)
-            seen.add((await c.expect("welcome"))["node"])
-            clients.append(c)
-            if len(seen) == 2:
-                break
-        assert seen == {"wk-w0", "wk-w1"}
-        proc.send_signal(signal.SIGTERM)
-        rc = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 15)
-        assert rc == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.mark.gen_test(timeout=60)
-async def test_node_started_before_redis_waits_then_serves() -> None:
-    redis_port = free_port()
-    port = free_port()
-    env = {
-        **os.environ,
-        "SQUALL_JWT_SECRET": SECRET,
-        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "SQUALL_SERVER__HOST": "127.0.0.1",
-        "SQUALL_LOG__FORMAT": "text",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "server.py"), "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    server = RedisServer(port=redis_port)
-    try:
-        assert proc.stdout is not None
-        line = b""
-        deadline = time.monotonic() + 15
-        seen = []
-        while b"retrying" not in line and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            seen.append(line)
-            if not line:
-                break
-        assert b"backend unreachable at start-up" in line, b"".join(seen)
-        http = AsyncHTTPClient()
-        health = await http.fetch(f"http://127.0.0.1:{port}/healthz", raise_error=False)
-        ready = await http.fetch(f"http://127.0.0.1:{port}/readyz", raise_error=False)
-        assert health.code == 200 and ready.code == 503
-        target = RunningNode.__new__(RunningNode)
-        target.port = port
-        assert (await refused(target, token("early"))).status == 503
-        server.start()
-        deadline = time.monotonic() + 15
-        while (await http.fetch(f"http://127.0.0.1:{port}/readyz", raise_error=False)).code != 200:
-            assert time.monotonic() < deadline, "never became ready"
-            await asyncio.sleep(0.1)
-        c = await connect(target, token("late"))
-        assert (await c.request({"t": "ping"}))["t"] == "pong"
-        c.close()
-        proc.send_signal(signal.SIGTERM)
-        rc = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 15)
-        assert rc == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        server.cleanup()
+    assert (await refused(survivor, token("alice"))).status == 429
+    proc.signal(signal.SIGKILL)
+    proc.wait(5)
+    killed_at = time.monotonic()
+    while True:
+        try:
+            c = await connect(survivor, token("alice"))
+            break
+        except HandshakeRefused as e:
+            assert e.status == 429
+            assert time.monotonic() - killed_at < 2 * 0.5 + 1.0, "slot not freed in time"
+            await asyncio.sleep(0.05)
+    assert time.monotonic() - killed_at <= 2 * 0.5 + 0.5
+    c.close()
 
 
 @pytest.mark.gen_test(timeout=30)

@@ -159,7 +159,7 @@ async def test_max_connections_503_with_retry_after(nodes: NodeFactory) -> None:
     b = await connect(node, token("b"))
     e = await refused(node, token("c"))
     assert e.status == 503 and "Retry-After" in e.headers
-    node.node.draining = True
+    node.node.life.draining = True
     a.close()
     await a.closed()
     e = await refused(node, token("c"))

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from tests.conftest import NodeFactory
 from tests.harness import RunningNode, connect, refused, token
+from tests.procs import ServerProcess
 from tests.tokens import SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +55,7 @@ async def test_health_ready_and_metrics(nodes: NodeFactory) -> None:
         "squall_fanout_seconds_count 1.0",
     ):
         assert needle in metrics, needle
-    node.node.draining = True
+    node.node.life.draining = True
     code, body = await _get(node.http + "/readyz")
     assert code == 503 and b'"draining": true' in body
 
@@ -85,55 +87,38 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_server(tmp_path: Path, extra: str = "") -> tuple[subprocess.Popen[bytes], int]:
+def _start_server(
+    server_procs: Callable[..., ServerProcess], tmp_path: Path, extra: str = ""
+) -> tuple[ServerProcess, int]:
     port = _free_port()
     cfg = tmp_path / "squall.yaml"
     cfg.write_text(
         "server:\n  host: 127.0.0.1\n  drain_s: 2\nlog:\n  level: DEBUG\n  format: json\n" + extra
     )
-    env = {**os.environ, "SQUALL_JWT_SECRET": SECRET, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "server.py"), "--config", str(cfg), "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if b"listening" in line:
-            return proc, port
-    proc.kill()
-    raise AssertionError("server did not start")
+    proc = server_procs(["--config", str(cfg), "--port", str(port)], {"SQUALL_LOG__FORMAT": "json"})
+    proc.wait_for_line("listening", timeout=15)
+    return proc, port
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_sigterm_drains_with_1012_and_keeps_tokens_out_of_logs(tmp_path: Path) -> None:
-    proc, port = _start_server(tmp_path)
-    try:
-        fake = RunningNode.__new__(RunningNode)
-        fake.port = port  # only .url is used by connect()
-        secret_token = token("alice")
-        clients = [await connect(fake, secret_token, via="query") for _ in range(3)]
-        clients.append(await connect(fake, token("bob")))
-        await refused(fake, secret_token + "tampered", via="query")
-        started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        codes = await asyncio.gather(*(c.closed(timeout=10) for c in clients))
-        assert codes == [1012] * 4
-        rc = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 10)
-        assert rc == 0
-        assert time.monotonic() - started < 2 + 5
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.stdout is not None
-    logs = proc.stdout.read().decode()
+async def test_sigterm_drains_with_1012_and_keeps_tokens_out_of_logs(
+    server_procs: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    proc, port = _start_server(server_procs, tmp_path)
+    fake = RunningNode.__new__(RunningNode)
+    fake.port = port  # only .url is used by connect()
+    secret_token = token("alice")
+    clients = [await connect(fake, secret_token, via="query") for _ in range(3)]
+    clients.append(await connect(fake, token("bob")))
+    await refused(fake, secret_token + "tampered", via="query")
+    started = time.monotonic()
+    proc.signal(signal.SIGTERM)
+    codes = await asyncio.gather(*(c.closed(timeout=10) for c in clients))
+    assert codes == [1012] * 4
+    rc = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 10)
+    assert rc == 0
+    assert time.monotonic() - started < 2 + 5
+    logs = proc.log
     assert "draining" in logs
     assert secret_token not in logs
     assert secret_token.split(".")[1] not in logs

@@ -125,12 +125,14 @@ CONTRACT_DEFAULTS: dict[str, object] = {
     "server.workers": 1,
     "server.node_id": None,
     "server.drain_s": 10,
+    "server.backend_wait_s": 20,
     "server.trusted_proxies": [],
     "server.tls.cert_file": None,
     "server.tls.key_file": None,
     "server.tls.client_ca_file": None,
     "server.websocket_compression": False,
     "server.static": True,
+    "server.stats_interval_s": 2.0,
     "backend.url": None,
     "backend.key_prefix": "squall:",
     "backend.ssl_ca_file": None,
@@ -200,7 +202,8 @@ def test_dev_yaml_runs_from_the_repo_root(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.auth.secret.startswith("dev-only-secret-change-me-")
     assert len(settings.auth.secret) == len(settings.api.secret) == 48
     assert settings.log.format == "text"
-    assert settings.security.allowed_origins == ()
+    # the demo may be opened as localhost or 127.0.0.1 and connect to either
+    assert settings.security.allowed_origins == ("http://localhost:8080", "http://127.0.0.1:8080")
     assert settings.auth.users_file == str(REPO / "conf" / "dev-users.yaml")
     with open(settings.auth.users_file, encoding="utf-8") as handle:
         users = yaml.safe_load(handle)
@@ -425,6 +428,7 @@ def test_sizes_and_intervals_refuse_zero(key: str) -> None:
     [
         "server.port",
         "server.drain_s",
+        "server.backend_wait_s",
         "auth.leeway_s",
         "rooms.history_size",
         "offline.max_messages",

@@ -1,0 +1,66 @@
+"""Binding the listening socket(s), and the HTTP server's TLS, with one-line failures.
+
+Guarantees: :func:`listen` returns bound, listening sockets or raises
+:class:`~core.startup.StartupError` naming the key to change: a port already in use
+(``server.port``), a port the process may not bind (``server.port``), an address
+not on this machine (``server.host``). :func:`load_tls` does the same for the
+certificate files of ``server.tls`` (missing, unreadable, not matching). Neither
+ever lets a traceback out for these causes.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+from collections.abc import Callable
+
+from tornado.netutil import bind_sockets
+
+from core.config import Settings
+from core.startup import StartupError
+
+__all__ = ["listen", "load_tls"]
+
+
+def listen(settings: Settings, reuse_port: bool) -> list[socket.socket]:
+    """``bind_sockets`` on ``server.host:server.port``; see the module docstring."""
+    host, port = settings.server.host, settings.server.port
+    try:
+        return bind_sockets(port, host, reuse_port=reuse_port)
+    except PermissionError as exc:
+        raise StartupError(
+            "server.port",
+            f"not allowed to listen on {host}:{port} ({exc.strerror}): use a port above 1023 "
+            "(PORT / --port) or give the process the right to bind it",
+        ) from None
+    except socket.gaierror as exc:
+        raise StartupError("server.host", f"cannot resolve {host!r}: {exc.strerror}") from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                "server.port",
+                f"{host}:{port} is already in use by another process: stop it or choose "
+                "another port (PORT / --port)",
+            ) from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise StartupError(
+                "server.host", f"{host} is not an address of this machine: use 0.0.0.0"
+            ) from None
+        raise StartupError(
+            "server.port", f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from None
+
+
+def load_tls(build: Callable[[], ssl.SSLContext | None]) -> ssl.SSLContext | None:
+    """Run ``build`` (the server's TLS context factory), turning file errors into one line."""
+    try:
+        return build()
+    except FileNotFoundError as exc:
+        raise StartupError("server.tls.cert_file", f"file not found: {exc.filename}") from None
+    except PermissionError as exc:
+        raise StartupError("server.tls.cert_file", f"file not readable: {exc.filename}") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise StartupError(
+            "server.tls.key_file", f"cannot load the certificate and key: {exc}"
+        ) from None
