@@ -14,9 +14,8 @@ Guarantees:
   503 with :meth:`AdmissionGate.retry_after`) when the queue already holds
   ``max_waiting`` handshakes, or when it did not get a slot within ``max_wait_s``:
   no handshake waits longer than that, whatever the storm.
-* While the backend is unavailable (``available()`` false) nobody is let through:
-  waiters wait, within the same bound, for it to come back (a node just started, or
-  a blip shorter than ``max_wait_s``, costs a delay rather than a refusal).
+* It does not hide an outage: while the backend is unavailable the handshake is
+  refused 503 at once, before the gate (core.gate's capacity check).
 * A holder must call :meth:`AdmissionGate.leave` exactly once (also when cancelled:
   the caller's ``finally``); a waiter cancelled while queued leaves nothing behind.
 * ``Retry-After`` grows with the queue and is jittered, so refused clients come back
@@ -29,7 +28,6 @@ import asyncio
 import contextlib
 import random
 from collections import deque
-from collections.abc import Callable
 
 __all__ = ["AdmissionGate"]
 
@@ -39,7 +37,6 @@ class AdmissionGate:
 
     def __init__(
         self,
-        available: Callable[[], bool],
         concurrency: int = 32,
         max_waiting: int = 5000,
         max_wait_s: float = 5.0,
@@ -47,14 +44,12 @@ class AdmissionGate:
     ) -> None:
         if concurrency < 1 or max_waiting < 0 or max_wait_s <= 0:
             raise ValueError("concurrency >= 1, max_waiting >= 0 and max_wait_s > 0 needed")
-        self._available = available
         self.concurrency = concurrency
         self.max_waiting = max_waiting
         self.max_wait_s = max_wait_s
         self._rng = rng or random.Random()
         self._holders = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._poll: asyncio.TimerHandle | None = None
         #: handshakes refused by the gate (observability and tests)
         self.refused = 0
 
@@ -68,7 +63,7 @@ class AdmissionGate:
 
     async def enter(self) -> bool:
         """Take a slot; False (refused) when the queue is full or the wait ran out."""
-        if not self._waiters and self._holders < self.concurrency and self._available():
+        if not self._waiters and self._holders < self.concurrency:
             self._holders += 1
             return True
         if len(self._waiters) >= self.max_waiting:
@@ -76,7 +71,6 @@ class AdmissionGate:
             return False
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        self._schedule_poll()
         try:
             await asyncio.wait_for(asyncio.shield(waiter), self.max_wait_s)
         except TimeoutError:
@@ -112,23 +106,8 @@ class AdmissionGate:
             self._waiters.remove(waiter)
 
     def _grant(self) -> None:
-        if not self._available():
-            self._schedule_poll()
-            return
         while self._waiters and self._holders < self.concurrency:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 self._holders += 1
                 waiter.set_result(None)
-
-    def _schedule_poll(self) -> None:
-        """While waiters wait for the backend (no event tells when it is back), look
-        again every 50 ms; also grants slots that are free."""
-        if self._poll is None:
-            self._poll = asyncio.get_running_loop().call_later(0.05, self._polled)
-
-    def _polled(self) -> None:
-        self._poll = None
-        self._grant()
-        if self._waiters:
-            self._schedule_poll()

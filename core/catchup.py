@@ -12,8 +12,10 @@ Guarantees:
 * **Gaps are filled from history.** A publication past the cursor (a gap), a new
   epoch, or the backend coming back after an outage (``resume_all``, for rooms that
   stay quiet afterwards) starts a catch-up of that room: live publications are
-  buffered, the missing ones are read from history and fanned out in order, then the
-  buffer is drained by the same rule. Catch-ups of a room never overlap.
+  buffered, the missing ones are read from history (once) and fanned out in order,
+  then the buffer is drained by the same rule. Catch-ups of a room never overlap,
+  and each ends: a buffered publication that history could not connect to the
+  cursor is delivered after a ``resync``.
 * **Told when history cannot cover it.** When history no longer holds the whole gap
   (the epoch changed: history was lost; or the gap is older than the history kept),
   every member first gets ``{"t": "resync", "room", "epoch", "seq", "recovered":
@@ -144,10 +146,9 @@ class RoomCatchup:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 1.0)
                     continue
-                if self._pending.get(room) is not buffered:
-                    return
-                if self._drain(room, buffered):
-                    return
+                if self._pending.get(room) is buffered:
+                    self._drain(room, buffered)
+                return
         finally:
             if self._pending.get(room) is buffered:
                 del self._pending[room]
@@ -184,7 +185,9 @@ class RoomCatchup:
 
     def _resync(self, room: str, rec: Recovery, pubs: list[Publication]) -> None:
         start = pubs[0].seq - 1 if pubs else rec.position.seq
-        epoch = rec.position.epoch
+        self._signal(room, rec.position.epoch, start)
+
+    def _signal(self, room: str, epoch: str, start: int) -> None:
         frame = resync_frame(room, epoch, start)
         out = Outbound(partial(encode, frame))
         skip = self._joined.get(room, {})
@@ -196,19 +199,21 @@ class RoomCatchup:
         self._cursor[room] = (epoch, start)
         log.warning("room %r: history could not cover a gap, members told (resync)", room)
 
-    def _drain(self, room: str, buffered: list[Publication]) -> bool:
-        """Hand the buffered live publications out; False when a gap remains."""
+    def _drain(self, room: str, buffered: list[Publication]) -> None:
+        """Hand the buffered live publications out, after history filled the gap.
+
+        One history read per catch-up: a publication that still does not follow the
+        cursor (history did not hold what precedes it, or it is of an epoch history
+        no longer shows) is delivered after a ``resync``, so a catch-up always ends.
+        """
         while buffered:
-            pub = buffered[0]
+            pub = buffered.pop(0)
             cur = self._cursor.get(room)
             if cur is not None and cur[0] == pub.epoch and pub.seq <= cur[1]:
-                buffered.pop(0)
-            elif cur is None or (cur[0] == pub.epoch and pub.seq == cur[1] + 1):
-                buffered.pop(0)
-                self._fan(pub)
-            else:
-                return False
-        return True
+                continue
+            if cur is not None and (cur[0] != pub.epoch or pub.seq != cur[1] + 1):
+                self._signal(room, pub.epoch, pub.seq - 1)
+            self._fan(pub)
 
     def _fan(self, pub: Publication) -> None:
         """Fan out one caught-up publication, skipping joins that already covered it."""

@@ -69,7 +69,7 @@ class Node:
         )
         self.router.catchup = self.catchup
         #: handshakes queue here (bounded, FIFO) rather than failing at once in a storm
-        self.queue = AdmissionGate(lambda: backend.available)
+        self.queue = AdmissionGate()
         self.gate = Gate(
             settings, backend, verifier, metrics, self.hub, self.life, self.router.on_command
         )

@@ -20,7 +20,6 @@ from tornado.websocket import WebSocketProtocol
 
 from core.connection import Connection
 from core.errors import Refusal
-from core.gate import UNAVAILABLE
 from core.netaddr import TrustedProxies, client_ip
 from core.node import Node
 from core.protocol import CloseCode, Encoding, select_encoding
@@ -99,9 +98,9 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
             extra = {"supported": list(SUPPORTED)}
             return write_json_error(self, 400, "bad_subprotocol", unsupported, extra=extra)
         reject = gate.capacity_check()
-        if reject is not None and reject is not UNAVAILABLE:
+        if reject is not None:
             return self._refuse(reject)
-        # A storm queues here (bounded wait, FIFO), also for a backend coming back.
+        # A storm queues here (bounded wait, FIFO) instead of overrunning the backend.
         if not await self.queue.enter():
             retry = self.queue.retry_after()
             return self._refuse(Refusal(503, "busy", "node busy: retry after Retry-After", retry))
