@@ -79,6 +79,8 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
         self._started = self.clock.monotonic()
         self._encoding = Encoding.MSGPACK
         self._opened = False
+        #: on_close ran before open: the client went away during the handshake
+        self._gone = False
         self._counted = False
         # Inbound messages waiting for the connection's consumer task (see on_message).
         self._inbox: deque[str | bytes] | None = None  # created on first use
@@ -181,6 +183,10 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
     def open(self, *args: str, **kwargs: str) -> None:
         conn = self.conn
         assert conn is not None
+        if self._gone:
+            # Reset during the handshake: Tornado already ran on_close and still calls
+            # open. Never register it (nothing would remove it); get() releases it.
+            return
         self._opened = True
         self._uncount()
         self.transport.attach()
@@ -243,6 +249,7 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
             self.conn.last_seen = self.clock.monotonic()
 
     def on_close(self) -> None:
+        self._gone = True
         self._inbox = None
         if self._consumer is not None:
             # nobody reads the answers any more; cleanup below releases the session

@@ -5,6 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 
+def _id(data: Any) -> int | None:
+    """The publisher's number of a message (``data`` is it, or a dict carrying it)."""
+    if isinstance(data, int):
+        return data
+    if isinstance(data, dict) and isinstance(data.get("i"), int):
+        return int(data["i"])
+    return None
+
+
 def audit(acked: set[int], results: list[dict[str, Any]], members: int) -> dict[str, int]:
     """Figures over every member of every swarm result.
 
@@ -18,7 +27,7 @@ def audit(acked: set[int], results: list[dict[str, Any]], members: int) -> dict[
     for res in results:
         for key, msgs in res["msgs"].items():
             reporting += 1
-            got = [m[2] for m in msgs if isinstance(m[2], int)]
+            got = [_id(m[2]) for m in msgs if _id(m[2]) is not None]
             dups += len(got) - len(set(got))
             prev: tuple[str, int] | None = None
             for epoch, seq, _data in msgs:
