@@ -18,8 +18,9 @@ Guarantees:
   refused 503 at once, before the gate (core.gate's capacity check).
 * A holder must call :meth:`AdmissionGate.leave` exactly once (also when cancelled:
   the caller's ``finally``); a waiter cancelled while queued leaves nothing behind.
-* ``Retry-After`` grows with the queue and is jittered, so refused clients come back
-  spread out rather than in one wave.
+* ``Retry-After`` is the time the queue ahead needs at the rate handshakes were
+  recently completed (at least 1 s, at most 30 s), jittered by +-50 %: refused
+  clients come back spread over the time the node needs, not in one wave.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class AdmissionGate:
         self,
         concurrency: int = 32,
         max_waiting: int = 5000,
-        max_wait_s: float = 5.0,
+        max_wait_s: float = 8.0,
         rng: random.Random | None = None,
     ) -> None:
         if concurrency < 1 or max_waiting < 0 or max_wait_s <= 0:
@@ -50,6 +51,8 @@ class AdmissionGate:
         self._rng = rng or random.Random()
         self._holders = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        #: loop times of the latest completed handshakes (the recent service rate)
+        self._done: deque[float] = deque(maxlen=256)
         #: handshakes refused by the gate (observability and tests)
         self.refused = 0
 
@@ -92,12 +95,18 @@ class AdmissionGate:
     def leave(self) -> None:
         """Give a slot back (exactly once per successful :meth:`enter`)."""
         self._holders -= 1
+        self._done.append(asyncio.get_running_loop().time())
         self._grant()
 
     def retry_after(self) -> float:
         """Seconds a refused client should wait: grows with the queue, jittered."""
-        base = 1.0 + len(self._waiters) / max(1, self.concurrency * 20)
-        return round(base * self._rng.uniform(1.0, 2.0), 1)
+        done = self._done
+        if len(done) >= 2 and done[-1] > done[0]:
+            rate = (len(done) - 1) / (done[-1] - done[0])
+            ahead = len(self._waiters) / rate
+        else:
+            ahead = 1.0
+        return round(min(30.0, max(1.0, ahead)) * self._rng.uniform(0.5, 1.5), 1)
 
     # -- internals -----------------------------------------------------------------
 

@@ -118,6 +118,11 @@ class FaultProxy:
             b.transport.abort()
         for w in list(self._silent):
             w.transport.abort()
+        # every connection's task ends here, so none is destroyed while pending
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1

@@ -143,7 +143,7 @@ class Swarm:
         self.port: int = spec["port"]
         self.mode: str = spec["mode"]
         self.room: str | None = spec.get("room")
-        self.timeout: float = spec.get("timeout_s", 10.0)
+        self.timeout: float = spec.get("timeout_s", 15.0)
         self.stopping = False
         self.ready = 0
         self.failed_first = 0
@@ -151,6 +151,7 @@ class Swarm:
         self.closes: dict[str, int] = {}
         self.close_times: list[float] = []
         self.outages: list[float] = []  # close -> welcome again, seconds
+        self.readmit_times: list[float] = []  # wall time of each welcome after a close
         self.unreadmitted = 0
         self.handshake_s: list[float] = []
         self.connects = 0
@@ -206,6 +207,7 @@ class Swarm:
                 return
             if closed_at is not None:
                 self.outages.append(time.monotonic() - closed_at)
+                self.readmit_times.append(time.time())
                 closed_at = None
             self.live.add(ws)
             try:
@@ -301,6 +303,7 @@ class Swarm:
             "closes": self.closes,
             "close_times": self.close_times,
             "outages": self.outages,
+            "readmit_times": self.readmit_times,
             "unreadmitted": self.unreadmitted,
             "handshake_p50": pct(0.5),
             "handshake_p99": pct(0.99),
