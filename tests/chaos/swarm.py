@@ -326,6 +326,9 @@ async def main(spec: dict[str, Any]) -> None:
             if not line or line.strip() == b"stop":
                 stop.set()
                 return
+            if line.strip() == b"count":
+                total = sum(len(m) for m in swarm.msgs.values())
+                print(f"count {total}", flush=True)
 
     ctl = asyncio.ensure_future(control())
     if swarm.mode == "churn":
@@ -352,6 +355,21 @@ async def main(spec: dict[str, Any]) -> None:
     for t in (ann, ctl, everything, stopped):
         t.cancel()
     print(json.dumps(swarm.result()), flush=True)
+
+
+def settle(swarms: list[SwarmProc], quiet_s: float = 1.0, timeout: float = 60.0) -> float:
+    """Wait until the swarms' received-message counts stop growing for ``quiet_s``
+    (members are separate processes: no event says they read everything). Bounded."""
+    start = time.monotonic()
+    last, since = -1, time.monotonic()
+    while time.monotonic() - start < timeout:
+        total = sum(sw.received() for sw in swarms)
+        if total != last:
+            last, since = total, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+        time.sleep(0.2)
+    return time.monotonic() - start
 
 
 class SwarmProc:
@@ -383,6 +401,22 @@ class SwarmProc:
                 if not line:
                     break
         raise TimeoutError(f"swarm not ready within {timeout} s: {self._stderr()}")
+
+    def received(self, timeout: float = 10.0) -> int:
+        """How many room messages its clients have received so far."""
+        import select
+
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(b"count\n")
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            if r:
+                line = self.proc.stdout.readline().decode()
+                if line.startswith("count "):
+                    return int(line.split()[1])
+        raise TimeoutError("swarm did not answer count")
 
     def _stderr(self) -> str:
         if self.proc.poll() is None:

@@ -20,6 +20,7 @@ from tests.chaos.conftest import Cluster, report, scaled
 from tests.chaos.procs import NodeProc
 from tests.chaos.proxy import FaultProxy
 from tests.chaos.publisher import connect_member, publish
+from tests.chaos.swarm import settle
 
 MEMBERS = scaled(20, 100)
 RATE = scaled(100, 200)
@@ -72,7 +73,7 @@ def _scenario(cluster: Cluster, name: str, url: str, start_fault: object, end_fa
         assert time.monotonic() < deadline, "nodes not ready again"
         time.sleep(0.05)
     ready_after = time.monotonic() - timings["up_at"]
-    time.sleep(2.0)  # members are separate processes: let the last fan-out land
+    settle(swarms)  # the members read everything the nodes sent them
     results = [sw.stop() for sw in swarms]
     figures = audit(set(log.acked), results, MEMBERS)  # type: ignore[attr-defined]
     figures.update(

@@ -17,6 +17,7 @@ import pytest
 from tests.chaos.audit import audit
 from tests.chaos.conftest import Cluster, report, scaled
 from tests.chaos.publisher import connect_member, publish
+from tests.chaos.swarm import settle
 
 MEMBERS = scaled(100, 500)
 STALLED = 5
@@ -51,7 +52,7 @@ def test_slow_consumers_do_not_close_the_publisher(cluster: Cluster) -> None:
     started = time.monotonic()
     log = asyncio.run(_publish(node.port))
     took = time.monotonic() - started
-    time.sleep(2.0)  # members are separate processes: let the last fan-out land
+    settled_s = settle(members)  # the members read everything the node sent them
     results = [sw.stop() for sw in members]
     stalled.stop()
     closes_4011 = node.metric('squall_closes_total{code="4011"}')
@@ -70,6 +71,7 @@ def test_slow_consumers_do_not_close_the_publisher(cluster: Cluster) -> None:
             or (log.first_429_at is not None and log.first_429_at <= log.closed_at)  # type: ignore[attr-defined]
         ),
         stalled_cut_4011=closes_4011,
+        members_settled_s=round(settled_s, 1),
     )
     report("slow_consumers", figures)
     assert figures["publisher_closed"] is None
