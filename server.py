@@ -42,8 +42,8 @@ from core.shutdown import finish
 from core.startup import StartupError, check_backend, connect_backend
 from core.users import load_users
 from core.workers import Supervisor
-from handlers.app import make_app, start_heartbeat
-from handlers.listen import listen, load_tls
+from handlers.app import make_app, make_metrics_app, start_heartbeat
+from handlers.listen import bind, listen, load_tls
 
 log = logging.getLogger("squall.server")
 
@@ -60,6 +60,8 @@ def build_backend(settings: Settings, node_id: str, clock: Clock) -> Backend:
         history_ttl_s=settings.rooms.history_ttl_s,
         offline_max_messages=settings.offline.max_messages,
         offline_ttl_s=settings.offline.ttl_s,
+        offline_max_bytes=settings.offline.max_bytes,
+        offline_max_per_sender=settings.offline.max_per_sender,
         session_ttl_s=2 * settings.heartbeat.interval_s,
         presence_events=settings.rooms.presence_events,
     )
@@ -172,6 +174,7 @@ async def serve(settings: Settings, node_id: str, reuse_port: bool) -> int:
             return 0
         options = http_server_options(settings)
         sockets = listen(settings, reuse_port)
+        metrics_server = start_metrics_server(node, reuse_port)
     except StartupError as e:
         print(e, file=sys.stderr)
         await node.stop()
@@ -205,8 +208,26 @@ async def serve(settings: Settings, node_id: str, reuse_port: bool) -> int:
     timer.stop()
     await finish(node)
     await server.close_all_connections()
+    if metrics_server is not None:
+        metrics_server.stop()
     log.info("node %s stopped", node_id)
     return code
+
+
+def start_metrics_server(node: Node, reuse_port: bool) -> HTTPServer | None:
+    """``/metrics`` on ``server.metrics_port`` (plain HTTP, same host), if configured.
+
+    Raises :class:`StartupError` (one line, exit 2) when the port cannot be bound.
+    """
+    built = make_metrics_app(node)
+    if built is None:
+        return None
+    app, port = built
+    sockets = bind(node.settings.server.host, port, reuse_port, "server.metrics_port")
+    server = HTTPServer(app)
+    server.add_sockets(sockets)
+    log.info("metrics on %s:%d", node.settings.server.host, port)
+    return server
 
 
 def tune_gc() -> None:

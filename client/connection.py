@@ -630,6 +630,11 @@ class SquallClient:
                 return
             self._remember_dm(mid, acked=False)
             await self._deliver(frame)
+        elif t == "left":
+            # The server left the room for us (a refreshed token no longer allows it):
+            # forget it, so a reconnect does not try to rejoin.
+            if self._rooms.pop(str(frame.get("room")), None) is not None:
+                await self._deliver(frame)
         elif t == "bye":
             self._bye = (frame.get("code"), str(frame.get("reason", "")))
 

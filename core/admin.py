@@ -10,7 +10,9 @@ Guarantees:
 
 * :meth:`ApiGuard.authenticate` fails closed: a locked-out IP gets 429 before any
   check, every failed authentication is counted against the IP (``auth.lockout``),
-  a valid non-admin token gets 403, an unreachable backend 503.
+  a valid non-admin token gets 403, an unreachable backend 503. Without
+  ``api.secret`` a signed call gets 401 ``signatures_disabled`` saying so (not
+  counted: nothing could have succeeded); admin bearer tokens keep working.
 * Every operation validates its parameters before touching the backend and raises
   :class:`ApiError` 400 naming the parameter (room names by
   :func:`core.protocol.validate_room`, user ids 1 to 256 bytes of UTF-8).
@@ -41,7 +43,18 @@ from core.session import deliver_dm
 from core.signing import RequestVerifier, SignatureError
 from core.stats import totals
 
-__all__ = ["MAX_BAN_TTL_S", "OPERATIONS", "ApiError", "ApiGuard", "Caller", "ServerApi"]
+__all__ = [
+    "MAX_BAN_TTL_S",
+    "OPERATIONS",
+    "SIGNATURES_DISABLED",
+    "ApiError",
+    "ApiGuard",
+    "Caller",
+    "ServerApi",
+]
+
+#: What a signed call gets (and what the log says at start) without ``api.secret``.
+SIGNATURES_DISABLED = "signed server API calls disabled: set SQUALL_API_SECRET"
 
 #: The longest ban: ten years (a ban without ttl_s lasts until lifted).
 MAX_BAN_TTL_S = 10 * 365 * 86400
@@ -100,6 +113,9 @@ class ApiGuard:
             if result.role != "admin":
                 raise ApiError(403, "forbidden", "the server API needs a token with role admin")
             return Caller(result.sub)
+        if not self._signatures.enabled:
+            # Not a guess (nothing could succeed): said plainly, and not counted.
+            raise ApiError(401, "signatures_disabled", SIGNATURES_DISABLED)
         try:
             await self._signatures.verify(method, path, headers, body)
         except SignatureError as e:

@@ -8,7 +8,7 @@ Sources, later ones winning:
 1. the defaults below (``conf/default.yaml`` holds the same values);
 2. the YAML file given to :func:`load`;
 3. the environment: ``PORT``, ``REDIS_URL``, ``WEB_CONCURRENCY``, ``SQUALL_NODE_ID``,
-   ``SQUALL_JWT_SECRET``, ``SQUALL_API_SECRET`` (empty = unset), then
+   ``SQUALL_JWT_SECRET``, ``SQUALL_API_SECRET``, ``SQUALL_METRICS_TOKEN`` (empty = unset), then
    ``SQUALL_<SECTION>__<KEY>`` (``SQUALL_AUTH__LOCKOUT__FAILURES``), which beats an alias
    naming the same key;
 4. the command-line overrides (dotted keys).
@@ -57,6 +57,7 @@ __all__ = [
     "OfflineConfig",
     "OnNewLogin",
     "RateLimitConfig",
+    "Recipients",
     "RoomsConfig",
     "SecurityConfig",
     "ServerConfig",
@@ -70,6 +71,7 @@ OnNewLogin = Literal["kick_oldest", "reject"]
 LogFormat = Literal["json", "text"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 CertReqs = Literal["required", "none"]
+Recipients = Literal["any", "known"]
 
 # Field metadata: "path" = a file name made absolute at load; "mask" = what
 # to_dict hides ("all": the whole value, "password": the password of a URL);
@@ -100,7 +102,16 @@ class ServerConfig:
     trusted_proxies: tuple[str, ...] = ()
     tls: TLSConfig = field(default_factory=TLSConfig)
     websocket_compression: bool = False
-    static: bool = True
+    #: serve the demo pages of static/ (index.html, squall.js); off in production
+    static: bool = False
+    #: serve static/dashboard.html; off in production
+    dashboard: bool = False
+    #: serve /metrics on this port only (not on ``port``); None = on ``port``
+    metrics_port: int | None = None
+    #: bearer token /metrics requires (env SQUALL_METRICS_TOKEN); None = none
+    metrics_token: str | None = field(default=None, metadata=_SECRET)
+    #: without a token or a port of its own, /metrics is served on ``port`` only if true
+    metrics_public: bool = False
     stats_interval_s: float = 2.0
 
 
@@ -126,6 +137,10 @@ class LockoutConfig:
     failures: int = 5
     window_s: float = 60.0
     block_s: float = 300.0
+    #: IPv6 clients are counted per network of this prefix length (IPv4: per address)
+    ipv6_prefix: int = 64
+    #: logins of one address whose password is being checked at once, cluster-wide
+    max_in_flight: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +220,13 @@ class OfflineConfig:
 
     max_messages: int = 1000
     ttl_s: int = 604800
+    #: bytes of queued data one recipient's inbox holds at most (oldest dropped beyond)
+    max_bytes: int = 1048576
+    #: unacked messages one sender may have in one recipient's inbox; 0 = no quota
+    max_per_sender: int = 100
+    #: ``any``: send to any user id; ``known``: only to users seen connected (or listed
+    #: in auth.users_file), others get err 404
+    recipients: Recipients = "any"
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +379,7 @@ _ALIASES = (
     ("SQUALL_NODE_ID", "server.node_id"),
     ("SQUALL_JWT_SECRET", "auth.secret"),
     ("SQUALL_API_SECRET", "api.secret"),
+    ("SQUALL_METRICS_TOKEN", "server.metrics_token"),
 )
 _ENV_PREFIX = "SQUALL_"
 

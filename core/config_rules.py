@@ -55,6 +55,8 @@ _INT_MIN = {
     "auth.access_ttl_s": 1,
     "auth.refresh_ttl_s": 1,
     "auth.lockout.failures": 1,
+    "auth.lockout.ipv6_prefix": 1,
+    "auth.lockout.max_in_flight": 1,
     "api.replay_window_s": 1,
     "limits.max_connections": 1,
     "limits.max_connections_per_user": 1,
@@ -68,6 +70,8 @@ _INT_MIN = {
     "rooms.history_ttl_s": 1,
     "offline.max_messages": 0,  # 0 = no offline inbox
     "offline.ttl_s": 1,
+    "offline.max_bytes": 1,
+    "offline.max_per_sender": 0,  # 0 = no per-sender quota
 }
 # Float keys: True = must be > 0, False = must be >= 0.
 _FLOAT_POSITIVE = {
@@ -117,6 +121,9 @@ class _Validator:
         port = self.s.server.port
         if not 0 <= port <= 65535:
             self.fail("server.port", f"must be between 0 and 65535, got {port}")
+        prefix = self.s.auth.lockout.ipv6_prefix
+        if not 1 <= prefix <= 128:
+            self.fail("auth.lockout.ipv6_prefix", f"must be between 1 and 128, got {prefix}")
         for key, low in _INT_MIN.items():
             if _get(self.s, key) < low:
                 self.fail(key, f"must be at least {low}, got {_get(self.s, key)}")
@@ -147,6 +154,13 @@ class _Validator:
                 ipaddress.ip_network(cidr, strict=True)
             except ValueError as exc:
                 self.fail("server.trusted_proxies", f"item {index}: not a valid CIDR: {exc}")
+        if srv.metrics_port is not None:
+            if not 1 <= srv.metrics_port <= 65535:
+                self.fail(
+                    "server.metrics_port", f"must be between 1 and 65535, got {srv.metrics_port}"
+                )
+            if srv.metrics_port == srv.port:
+                self.fail("server.metrics_port", "must differ from server.port (or be null)")
         if srv.workers > 1 and self.s.backend.url is None:
             self.fail(
                 "server.workers",
@@ -292,6 +306,7 @@ class _Validator:
         for key, value, minimum in (
             ("auth.secret", self.s.auth.secret, auth_min),
             ("api.secret", self.s.api.secret, _MIN_SECRET_BYTES),
+            ("server.metrics_token", self.s.server.metrics_token, _MIN_SECRET_BYTES),
         ):
             if value is not None and len(value.encode("utf-8")) < minimum:
                 size = len(value.encode("utf-8"))

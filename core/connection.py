@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.auth import Claims
 from core.backend.base import (
@@ -36,6 +36,9 @@ from core.backend.base import (
 from core.outbound import PING, Outbound
 from core.protocol import CloseCode, Encoding, bye, encode
 from core.writer import WriteBatcher
+
+if TYPE_CHECKING:
+    from core.inbox_delivery import InboxPaging
 
 __all__ = ["Connection", "Transport"]
 
@@ -85,6 +88,7 @@ class Connection:
         "on_closed",
         "out",
         "outbound_limit",
+        "paging",
         "pending_pubs",
         "pubq",
         "record",
@@ -133,6 +137,8 @@ class Connection:
         self.closed = False
         #: offline messages fetched at admission, written right after ``welcome``
         self.inbox: list[DirectMessage] | None = None
+        #: inbox delivery in progress (core/inbox_delivery.py)
+        self.paging: InboxPaging | None = None
         #: (code, reason) of an eviction that arrived before the connection opened
         self.kicked: tuple[int, str] | None = None
         #: called once with the close code when the core closes the connection

@@ -13,6 +13,10 @@ Guarantees:
 * The per-user cap is exact cluster-wide (one atomic backend admission). A connection
   being admitted is visible to kicks (:meth:`Hub.admitting`): an eviction that reaches
   it before it opens is kept and applied, never lost.
+* No admission race (:mod:`core.admission_watch`): revocation and ban are read again
+  after the session record is written, and logout / ban / kick commands mark
+  connections being admitted, so a token revoked or a user banned or kicked at any
+  moment before the connection is visible never gets an open connection.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+from core.admission_watch import recheck, refusal_for_kick
 from core.auth import Claims, TokenVerifier
 from core.backend.base import Backend, NodeCommand, NodeOp, Policy, SessionRecord
 from core.codes import CloseCode
@@ -28,9 +33,10 @@ from core.config import Settings
 from core.connection import Connection
 from core.errors import AuthError, BackendUnavailable, Refusal
 from core.hub import Hub
+from core.inbox_delivery import admission_page
 from core.lifecycle import Lifecycle
 from core.metrics import Metrics
-from core.netaddr import origin_allowed
+from core.netaddr import lockout_key, origin_allowed
 from core.refusal import count_auth_failure, origin_refusal, token_refusal
 
 __all__ = ["UNAVAILABLE", "Gate"]
@@ -99,9 +105,13 @@ class Gate:
             return None
         return Refusal(403, "origin_not_allowed", origin_refusal(origin, host, allowed))
 
+    def lockout_key(self, ip: str) -> str:
+        """What the lockout counts for ``ip`` (:func:`core.netaddr.lockout_key`)."""
+        return lockout_key(ip, self._settings.auth.lockout.ipv6_prefix)
+
     async def lockout_check(self, ip: str) -> Refusal | None:
         try:
-            remaining = await self._backend.lockout_remaining(ip)
+            remaining = await self._backend.lockout_remaining(self.lockout_key(ip))
         except BackendUnavailable:
             return UNAVAILABLE
         return _locked_out(remaining) if remaining > 0 else None
@@ -120,7 +130,7 @@ class Gate:
             locked = await self.lockout_check(ip)
             return locked if locked is not None else await self._auth_failed(ip, e.reason)
         try:
-            state = await self._backend.access_state(ip, claims.sub, claims.jti)
+            state = await self._backend.access_state(self.lockout_key(ip), claims.sub, claims.jti)
         except BackendUnavailable:
             self._metrics.backend_errors.inc()
             return UNAVAILABLE
@@ -158,6 +168,7 @@ class Gate:
         )
         policy: Policy = "reject" if limits.on_new_login == "reject" else "kick_oldest"
         hub = self._hub
+        conn.claims = claims  # known while admitting: commands can aim at it
         hub.admitting[conn.conn_id] = conn
         try:
             result = await self._backend.admit(record, limits.max_connections_per_user, policy)
@@ -198,14 +209,22 @@ class Gate:
                     await self._backend.send_command(old.node_id, cmd)
                 except BackendUnavailable:
                     self._metrics.backend_errors.inc()
-        if conn.kicked is not None:
-            # A newer login evicted this one while it was being admitted.
-            await self._life.release(conn)
-            return Refusal(429, "replaced", "replaced by a newer login", 1, CloseCode.REPLACED)
-        # Fetched here, inside the admission's await, rather than in a task of its own
-        # after the upgrade: one Task less per handshake.
+        # Revoked, banned or kicked meanwhile? (core/admission_watch.py)
         try:
-            conn.inbox = await self._backend.inbox_list(claims.sub)
+            refusal = await recheck(self._backend, self.lockout_key(conn.ip), claims)
         except BackendUnavailable:
-            self._metrics.backend_errors.inc()  # delivered on the next connection instead
-        return None
+            self._metrics.backend_errors.inc()
+            refusal = UNAVAILABLE
+        if refusal is None:
+            # Fetched here, inside the admission's await, rather than in a task of its
+            # own after the upgrade: one Task less per handshake.
+            try:
+                conn.inbox = await admission_page(self._backend, self._settings, claims.sub)
+            except BackendUnavailable:
+                self._metrics.backend_errors.inc()  # delivered on the next connection instead
+            if conn.kicked is not None:
+                # A newer login evicted it, or a logout / ban / kick aimed at it.
+                refusal = refusal_for_kick(conn.kicked)
+        if refusal is not None:
+            await self._life.release(conn)
+        return refusal

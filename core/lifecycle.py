@@ -19,7 +19,6 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable, Coroutine
-from functools import partial
 from typing import Any
 
 from core.backend.base import Backend, Membership
@@ -29,9 +28,9 @@ from core.config import Settings
 from core.connection import Connection, Transport
 from core.errors import BackendUnavailable
 from core.hub import Hub
+from core.inbox_delivery import start_inbox
 from core.metrics import Metrics
-from core.outbound import Outbound
-from core.protocol import Encoding, encode_dm, welcome
+from core.protocol import Encoding, welcome
 from core.subscriptions import Subscriptions
 from core.writer import WriteBatcher
 
@@ -144,6 +143,7 @@ class Lifecycle:
     def greet(self, conn: Connection) -> None:
         """Send ``welcome``, arm the token-expiry timer, redeliver the offline inbox."""
         assert conn.uid is not None and conn.claims is not None
+        self._hub.admitting.pop(conn.conn_id, None)  # visible from here on (first-frame auth)
         self._hub.bind_user(conn)
         self._metrics.users.set(self._hub.user_count())
         self.rearm_expiry(conn)
@@ -160,9 +160,7 @@ class Lifecycle:
         self._metrics.frames_out.labels("welcome").inc()
         pending, conn.inbox = conn.inbox, None
         if pending:
-            for dm in pending:
-                conn.send(Outbound(partial(encode_dm, dm, True)))
-            self._metrics.frames_out.labels("dm").inc(len(pending))
+            start_inbox(conn, pending, self._metrics)  # in pages paced by acks
 
     def rearm_expiry(self, conn: Connection) -> None:
         assert conn.claims is not None

@@ -23,6 +23,7 @@ from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any
 
+from core.admission_watch import mark_admitting
 from core.backend.base import NodeCommand, NodeOp, PresenceEvent, Publication
 from core.catchup import RoomCatchup
 from core.clock import Clock
@@ -121,10 +122,12 @@ class Router:
         elif command.op is NodeOp.CLOSE_USER and command.uid is not None:
             for conn in hub.of_user(command.uid):
                 conn.close(code, reason)
+            mark_admitting(hub, hub.admitting, command)
         elif command.op is NodeOp.CLOSE_JTI and command.jti is not None:
             for conn in hub:
                 if conn.claims is not None and conn.claims.jti == command.jti:
                     conn.close(code, reason)
+            mark_admitting(hub, hub.admitting, command)
         elif command.op is NodeOp.DELIVER_DM and command.dm is not None:
             out = Outbound(partial(encode_dm, command.dm, False))
             n = sum(1 for conn in hub.of_user(command.dm.to_uid) if conn.send(out))

@@ -17,6 +17,7 @@ from core.backend.base import (
     Backend,
     BackendUnavailable,
     DirectMessage,
+    InboxQuotaExceeded,
     Membership,
     NodeCommand,
     NodeOp,
@@ -28,6 +29,7 @@ from core.backend.base import (
 from core.config import Settings
 from core.connection import Connection
 from core.errors import Refusal
+from core.inbox_delivery import QUOTA_REASON, acks_owed, check_recipient, inbox_acked
 from core.node import Node
 from core.outbound import Outbound
 from core.protocol import (
@@ -51,6 +53,7 @@ from core.protocol import (
     ok,
     pong,
 )
+from core.room_access import leave_disallowed
 
 __all__ = ["MAX_PUBS_IN_FLIGHT", "Session"]
 
@@ -103,7 +106,9 @@ class Session:
         # A pub to a joined room is charged inside the publish (one backend round trip
         # for both); every other frame is charged here.
         charged_by_publish = isinstance(frame, PubFrame) and frame.room in conn.rooms
-        if not charged_by_publish and not await self._rate_ok(conn, getattr(frame, "id", None)):
+        # Acks of the inbox pages this node sent are free (core/inbox_delivery.py).
+        free = charged_by_publish or (isinstance(frame, AckFrame) and acks_owed(conn, frame.mids))
+        if not free and not await self._rate_ok(conn, getattr(frame, "id", None)):
             return
         try:
             await self._dispatch(conn, frame)
@@ -183,8 +188,7 @@ class Session:
         elif isinstance(frame, SendFrame):
             await self._send(conn, frame)
         elif isinstance(frame, AckFrame):
-            assert conn.uid is not None
-            await self._backend.inbox_ack(conn.uid, frame.mids)
+            await inbox_acked(self._backend, self._settings, self._metrics, conn, frame.mids)
         elif isinstance(frame, PresenceFrame):
             await self._presence(conn, frame)
         elif isinstance(frame, RefreshFrame):
@@ -274,7 +278,10 @@ class Session:
         publishes; the publisher sends every pub queued meanwhile in one
         :meth:`Backend.publish_many` (one round trip on Redis), so a connection's pubs
         are published in the order they arrived and answered ``ok`` / ``err`` each.
+        The token's ``rooms`` claim is checked first, not only membership.
         """
+        if not room_allowed(self._claims(conn), f.room):
+            raise RequestError(ErrCode.FORBIDDEN, "room not allowed", f.id)
         if f.room not in conn.rooms:
             raise RequestError(ErrCode.FORBIDDEN, "join the room before publishing", f.id)
         if not self._backend.available:
@@ -344,6 +351,8 @@ class Session:
     # -- private messages ------------------------------------------------------
 
     async def _send(self, conn: Connection, f: SendFrame) -> None:
+        assert conn.uid is not None
+        await check_recipient(self._backend, self._settings, conn.uid, f.to, f.id)
         dm = DirectMessage(
             mid=secrets.token_urlsafe(12),
             to_uid=f.to,
@@ -351,7 +360,10 @@ class Session:
             data=f.data,
             ts=self._life.now_ms(),
         )
-        result = await deliver_dm(self._backend, self._settings, dm)
+        try:
+            result = await deliver_dm(self._backend, self._settings, dm)
+        except InboxQuotaExceeded:
+            raise RequestError(ErrCode.RATE_LIMITED, QUOTA_REASON, f.id) from None
         self._reply(conn, ok(f.id, mid=dm.mid, online=result[0], queued=result[1]))
 
     # -- tokens ----------------------------------------------------------------
@@ -364,6 +376,15 @@ class Session:
         if result.sub != conn.uid:
             raise RequestError(ErrCode.FORBIDDEN, "token is for another user", f.id)
         conn.claims = result
+        await leave_disallowed(
+            conn,
+            result,
+            hub=self._hub,
+            backend=self._backend,
+            subs=self._subs,
+            metrics=self._metrics,
+            announce=self._settings.rooms.presence_events,
+        )
         self._life.rearm_expiry(conn)
         self._reply(conn, ok(f.id, exp=result.exp * 1000))
 

@@ -10,9 +10,13 @@ Guarantees:
 
 * **Login.** An unknown user and a wrong password get the same 401 body after the
   same work (one scrypt run each, see :meth:`core.users.UserStore.check`). Every
-  failure is counted against the client's IP (``auth.lockout``, shared with the
-  WebSocket handshake), and a locked-out IP gets 429 with ``retry_after`` before
-  any password is checked. A banned user with the right password gets 403.
+  attempt is reserved against the client's lockout key (``auth.lockout``, shared
+  with the WebSocket handshake) before its password is checked, atomically and
+  cluster-wide, attempts in flight counting as failures: of N parallel wrong
+  guesses at most ``failures`` get 401, the others 429 with ``retry_after``, and
+  once the budget is spent even the right password gets 429. At most
+  ``max_in_flight`` logins of one address are checked at a time. A banned user
+  with the right password gets 403.
 * **Token kinds.** An access token is never accepted where a refresh token is
   expected, nor the reverse (``typ`` is checked by the verifier).
 * **Families.** Login starts a refresh family (random id, claim ``fam`` in both
@@ -37,9 +41,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.auth import AuthError, Claims, JwtSettings, TokenIssuer, TokenType, TokenVerifier
-from core.backend.base import Backend, BackendUnavailable, NodeCommand, NodeOp, RotateOutcome
+from core.backend.base import (
+    AttemptLimits,
+    Backend,
+    BackendUnavailable,
+    NodeCommand,
+    NodeOp,
+    RotateOutcome,
+)
 from core.config import LockoutConfig
 from core.metrics import Metrics
+from core.netaddr import lockout_key
 from core.protocol import MAX_TOKEN_CHARS, CloseCode
 from core.refusal import Refusal, count_auth_failure
 from core.users import MAX_PASSWORD_CHARS, MAX_USERNAME_CHARS, UserStore
@@ -101,6 +113,9 @@ class TokenService:
         self._lockout = lockout
         self._metrics = metrics
         self._hashing = asyncio.Semaphore(_PARALLEL_HASHES)
+        self._limits = AttemptLimits(
+            lockout.failures, lockout.window_s, lockout.block_s, lockout.max_in_flight
+        )
 
     @property
     def login_enabled(self) -> bool:
@@ -124,11 +139,10 @@ class TokenService:
             )
         assert isinstance(username, str) and isinstance(password, str)
         try:
-            await self._refuse_locked_out(ip)
-            async with self._hashing:
-                matched = await asyncio.to_thread(users.check, username, password)
+            matched = await self._check_password(users, username, password, ip)
             if not matched:
-                raise await self._failure(ip, "bad_password", _BAD_CREDENTIALS)
+                self._metrics.auth_failures.labels("bad_password").inc()
+                raise TokenRefused(401, "unauthorized", _BAD_CREDENTIALS)
             await self._refuse_banned(username)
             family = secrets.token_urlsafe(18)
             pair, refresh = self._issue_pair(username, family)
@@ -137,6 +151,31 @@ class TokenService:
             self._metrics.backend_errors.inc()
             raise _unavailable() from None
         return pair
+
+    async def _check_password(
+        self, users: UserStore, username: str, password: str, ip: str
+    ) -> bool:
+        """One scrypt check, reserved against the lockout before it starts.
+
+        The reservation (:meth:`Backend.attempt_begin`) is atomic and cluster-wide, so
+        of any number of parallel guesses from one address at most
+        ``auth.lockout.failures`` are ever checked before it is blocked, and at most
+        ``auth.lockout.max_in_flight`` at a time; the others get 429 without any
+        password work. The attempt is settled (a failure counted) whatever happens.
+        """
+        key = self._key(ip)
+        limits = self._limits
+        attempt = secrets.token_urlsafe(12)
+        wait = await self._backend.attempt_begin(key, attempt, limits)
+        if wait > 0:
+            raise TokenRefused(429, "locked_out", "too many authentication attempts", wait)
+        failed = True
+        try:
+            async with self._hashing:
+                failed = not await asyncio.to_thread(users.check, username, password)
+        finally:
+            await self._backend.attempt_end(key, attempt, failed, limits)
+        return not failed
 
     # -- refresh ---------------------------------------------------------------
 
@@ -209,8 +248,11 @@ class TokenService:
         except AuthError as e:
             raise await self._failure(ip, e.reason, f"invalid token: {e.reason}") from None
 
+    def _key(self, ip: str) -> str:
+        return lockout_key(ip, self._lockout.ipv6_prefix)
+
     async def _refuse_locked_out(self, ip: str) -> None:
-        remaining = await self._backend.lockout_remaining(ip)
+        remaining = await self._backend.lockout_remaining(self._key(ip))
         if remaining > 0:
             raise TokenRefused(429, "locked_out", "too many authentication failures", remaining)
 

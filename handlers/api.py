@@ -8,9 +8,10 @@ take query arguments, ``POST`` ones a JSON object body.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from core.admin import OPERATIONS, ApiError, ApiGuard, ServerApi
+from core.admin import OPERATIONS, SIGNATURES_DISABLED, ApiError, ApiGuard, ServerApi
 from core.netaddr import TrustedProxies
 from core.node import Node
 from core.signing import RequestVerifier
@@ -18,6 +19,8 @@ from handlers.auth_http import JsonBodyHandler
 from handlers.base import write_json_error
 
 __all__ = ["ApiHandler", "api_routes"]
+
+log = logging.getLogger("squall.api")
 
 # JSON spends up to ~6 bytes per msgpack byte on escaped binary-ish strings; a body
 # whose data would pack to over max_frame_bytes is refused 413 by the core anyway.
@@ -82,6 +85,8 @@ class ApiHandler(JsonBodyHandler):
 def api_routes(node: Node, trusted: TrustedProxies) -> list[Any]:
     """The ``/api/*`` routes of one node."""
     settings = node.settings
+    if settings.api.secret is None:
+        log.warning(SIGNATURES_DISABLED)
     signatures = RequestVerifier(
         settings.api.secret, settings.api.replay_window_s, node.clock, node.backend.claim_nonce
     )

@@ -7,6 +7,8 @@ Guarantees of :class:`JsonBodyHandler`:
 * a request body is never held beyond ``max_body_bytes``: a larger
   ``Content-Length`` is answered 413 without reading the body (the connection is
   closed), a chunked body growing past it is cut by Tornado;
+* a ``Content-Length`` that is not 1 to 19 ASCII digits (``²``, ``-1``, ``1_0``,
+  `` 5``) is answered 400 before anything else, never a 500;
 * every answer, errors included (405, 500), is PROTOCOL.md's JSON with
   ``Cache-Control: no-store``, so no token or error page lands in a cache;
 * the client address is the socket peer, or ``X-Forwarded-For`` only when the peer
@@ -43,6 +45,11 @@ __all__ = [
 _AUTH_BODY_BYTES = 16 * 1024
 
 
+def _ascii_digits(text: str) -> bool:
+    """True for 1 to 19 ASCII digits only (no sign, space, Unicode digit or underscore)."""
+    return 0 < len(text) < 20 and text.isascii() and text.isdigit()
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -57,7 +64,11 @@ class JsonBodyHandler(SafeRequestMixin):
     def prepare(self) -> None:
         self._body = bytearray()
         length = self.request.headers.get("Content-Length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+        if length is not None and not _ascii_digits(length):
+            # str.isdigit() alone accepts "²" or "٣", which int() then refuses (or reads).
+            write_json_error(self, 400, "bad_request", "Content-Length must be ASCII digits")
+            return
+        if length is not None and int(length) > self.max_body_bytes:
             # Finishing before the body is read makes Tornado close the connection
             # instead of reading it.
             write_json_error(self, 413, "too_large", "request body too large")

@@ -20,17 +20,21 @@ from tornado.netutil import bind_sockets
 from core.config import Settings
 from core.startup import StartupError
 
-__all__ = ["listen", "load_tls"]
+__all__ = ["bind", "listen", "load_tls"]
 
 
 def listen(settings: Settings, reuse_port: bool) -> list[socket.socket]:
     """``bind_sockets`` on ``server.host:server.port``; see the module docstring."""
-    host, port = settings.server.host, settings.server.port
+    return bind(settings.server.host, settings.server.port, reuse_port, "server.port")
+
+
+def bind(host: str, port: int, reuse_port: bool, key: str) -> list[socket.socket]:
+    """``bind_sockets`` on ``host:port``; a failure names ``key`` (the port's config key)."""
     try:
         return bind_sockets(port, host, reuse_port=reuse_port)
     except PermissionError as exc:
         raise StartupError(
-            "server.port",
+            key,
             f"not allowed to listen on {host}:{port} ({exc.strerror}): use a port above 1023 "
             "(PORT / --port) or give the process the right to bind it",
         ) from None
@@ -39,7 +43,7 @@ def listen(settings: Settings, reuse_port: bool) -> list[socket.socket]:
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise StartupError(
-                "server.port",
+                key,
                 f"{host}:{port} is already in use by another process: stop it or choose "
                 "another port (PORT / --port)",
             ) from None
@@ -47,9 +51,7 @@ def listen(settings: Settings, reuse_port: bool) -> list[socket.socket]:
             raise StartupError(
                 "server.host", f"{host} is not an address of this machine: use 0.0.0.0"
             ) from None
-        raise StartupError(
-            "server.port", f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-        ) from None
+        raise StartupError(key, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def load_tls(build: Callable[[], ssl.SSLContext | None]) -> ssl.SSLContext | None:

@@ -53,7 +53,7 @@
   /** Restart / drain closes: reconnect soon, the attempt count started over. */
   const RESTART = new Set([1001, 1012]);
   const SEEN_DMS = 4096;
-  const EVENTS = ["msg", "dm", "presence", "state", "status", "welcome", "rejoin", "closed"];
+  const EVENTS = ["msg", "dm", "presence", "state", "status", "welcome", "rejoin", "closed", "left"];
   const MAX_EXPONENT = 64;
 
   /**
@@ -286,7 +286,7 @@
 
     // -- events ---------------------------------------------------------------
 
-    /** Subscribe to "msg" | "dm" | "presence" | "state" | "welcome" | "rejoin" | "closed". */
+    /** Subscribe to "msg" | "dm" | "presence" | "state" | "welcome" | "rejoin" | "closed" | "left". */
     on(event, fn) {
       if (!this._handlers[event]) throw new TypeError("unknown event " + event);
       this._handlers[event].add(fn);
@@ -771,6 +771,9 @@
         if (s.seq !== null && frame.seq <= s.seq) return; // replayed and already seen
         s.seq = frame.seq;
         this._emit("msg", frame);
+      } else if (t === "left") {
+        // a refreshed token no longer allows the room: forget it (no rejoin)
+        if (this._rooms.delete(frame.room)) this._emit("left", frame);
       } else if (t === "presence") {
         if (this._rooms.has(frame.room)) this._emit("presence", frame);
       } else if (t === "dm") {

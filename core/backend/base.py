@@ -32,11 +32,13 @@ from core.messages import DirectMessage, PresenceEvent, Publication, Recovery, R
 __all__ = [
     "AccessState",
     "Admission",
+    "AttemptLimits",
     "Backend",
     "BackendListener",
     "BackendOptions",
     "BackendUnavailable",
     "DirectMessage",
+    "InboxQuotaExceeded",
     "Membership",
     "NodeCommand",
     "NodeOp",
@@ -52,6 +54,7 @@ __all__ = [
     "RoomPosition",
     "RotateOutcome",
     "SessionRecord",
+    "inbox_size",
 ]
 
 Policy = Literal["kick_oldest", "reject"]
@@ -68,6 +71,10 @@ class RateSpec:
     key: str
     limit: int
     window_s: float
+
+
+class InboxQuotaExceeded(Exception):
+    """A sender already has ``offline_max_per_sender`` unacked messages in one inbox."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +102,25 @@ class BackendOptions:
     history_ttl_s: int = 3600
     offline_max_messages: int = 1000
     offline_ttl_s: int = 604800
+    #: bytes (:func:`inbox_size`) one inbox holds at most; the oldest go beyond
+    offline_max_bytes: int = 1048576
+    #: unacked messages one sender may have in one inbox; 0 = no quota
+    offline_max_per_sender: int = 0
     #: how long a session record or room membership lives without a refresh
     #: (the composition root sets it to 2 x heartbeat.interval_s)
     session_ttl_s: float = 50.0
     #: announce presence ``leave`` when a dead node's memberships are reaped
     presence_events: bool = True
+
+
+#: Bytes counted per inbox message on top of its data and ids (frame keys, ts, flags).
+INBOX_ENTRY_OVERHEAD = 64
+
+
+def inbox_size(dm: DirectMessage) -> int:
+    """What one message weighs in an inbox's byte cap and in an inbox page."""
+    sender = dm.from_uid or ""
+    return len(dm.data) + len(dm.mid) + len(sender.encode("utf-8")) + INBOX_ENTRY_OVERHEAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +184,22 @@ class AccessState:
     lockout_s: float  # seconds the client ip stays blocked (0.0 = not blocked)
     revoked: bool  # the token's jti is blacklisted
     banned: bool  # the user is banned
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptLimits:
+    """The lockout an authentication attempt is reserved against (``auth.lockout``).
+
+    ``failures`` in ``window_s`` block the key for ``block_s``; attempts in flight
+    count against ``failures`` too, and at most ``max_in_flight`` run at once. An
+    attempt never settled (its node died) stops counting after ``in_flight_ttl_s``.
+    """
+
+    failures: int
+    window_s: float
+    block_s: float
+    max_in_flight: int
+    in_flight_ttl_s: float = 30.0
 
 
 class RotateOutcome(enum.Enum):
@@ -432,6 +469,28 @@ class Backend(abc.ABC):
         """Seconds ``ip`` stays blocked (0.0 when not blocked)."""
 
     @abc.abstractmethod
+    async def attempt_begin(self, ip: str, attempt: str, limits: AttemptLimits) -> float:
+        """Reserve one authentication attempt of ``ip`` before any work is done for it.
+
+        Atomic and cluster-wide: refused (returns the seconds to wait, > 0) while
+        ``ip`` is blocked, while ``limits.max_in_flight`` attempts are in flight, or
+        while failures in the window plus attempts in flight reach
+        ``limits.failures``. Otherwise ``attempt`` (a unique id) is in flight from
+        now until :meth:`attempt_end` or ``limits.in_flight_ttl_s``, and 0.0 is
+        returned. So of any number of concurrent attempts, at most ``failures``
+        are ever reserved before the key is blocked.
+        """
+
+    @abc.abstractmethod
+    async def attempt_end(
+        self, ip: str, attempt: str, failed: bool, limits: AttemptLimits
+    ) -> float:
+        """Settle a reserved attempt: no longer in flight; when ``failed`` it counts as a
+        failure exactly as :meth:`record_auth_failure` would. Returns the seconds ``ip``
+        stays blocked. Settling an unknown or expired attempt only counts the failure.
+        """
+
+    @abc.abstractmethod
     async def rate_hit(self, key: str, limit: int, window_s: float) -> float:
         """Count one event for ``key`` in a sliding window (exact log).
 
@@ -444,13 +503,32 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def inbox_put(self, dm: DirectMessage) -> bool:
-        """Store ``dm`` until acked (bounded by ``offline_max_messages``, oldest dropped,
-        expiring ``offline_ttl_s`` after the last put). True when stored."""
+        """Store ``dm`` until acked, expiring ``offline_ttl_s`` after the last put.
+        True when stored.
+
+        Atomic. Bounded: beyond ``offline_max_messages`` messages or
+        ``offline_max_bytes`` (:func:`inbox_size`) the oldest are dropped (the newest
+        message always stays). A sender (``from_uid`` not None) that already has
+        ``offline_max_per_sender`` unacked messages in this inbox is refused with
+        :class:`InboxQuotaExceeded` and nothing changes; acks and drops free its quota.
+        """
 
     @abc.abstractmethod
-    async def inbox_list(self, uid: str) -> list[DirectMessage]:
-        """Unacked messages of ``uid``, oldest first."""
+    async def inbox_list(self, uid: str, max_bytes: int | None = None) -> list[DirectMessage]:
+        """Unacked messages of ``uid``, oldest first.
+
+        With ``max_bytes``, only the oldest ones whose :func:`inbox_size` add up to at
+        most ``max_bytes`` (always at least one when the inbox is not empty): a page.
+        """
 
     @abc.abstractmethod
     async def inbox_ack(self, uid: str, mids: Sequence[str]) -> int:
         """Remove acked messages; returns how many were removed."""
+
+    @abc.abstractmethod
+    async def mark_seen(self, uid: str, ttl_s: int) -> None:
+        """Remember for ``ttl_s`` that ``uid`` connected (``offline.recipients: known``)."""
+
+    @abc.abstractmethod
+    async def was_seen(self, uid: str) -> bool:
+        """True while a :meth:`mark_seen` of ``uid`` lasts. Raises rather than guess."""

@@ -40,10 +40,12 @@ from typing import Any, Generic, TypeVar
 
 from core.backend.base import (
     Admission,
+    AttemptLimits,
     Backend,
     BackendListener,
     BackendOptions,
     DirectMessage,
+    InboxQuotaExceeded,
     Membership,
     NodeCommand,
     NodeStats,
@@ -56,6 +58,7 @@ from core.backend.base import (
     RoomPosition,
     RotateOutcome,
     SessionRecord,
+    inbox_size,
 )
 from core.clock import Clock
 
@@ -202,6 +205,8 @@ class MemoryBackend(Backend):
         #: ip -> monotonic time the block ends
         self._blocks: _ExpiringMap[str, float] = _ExpiringMap(mono)
         self._rates: dict[str, _SlidingLog] = {}
+        #: ip -> attempt id -> deadline of an authentication attempt in flight
+        self._in_flight: dict[str, _ExpiringMap[str, float]] = {}
         self._inboxes: _ExpiringMap[str, OrderedDict[str, DirectMessage]] = _ExpiringMap(mono)
         #: node id -> JSON of its stats record (only this node's in one process)
         self._stats: _ExpiringMap[str, str] = _ExpiringMap(mono)
@@ -252,7 +257,7 @@ class MemoryBackend(Backend):
             self._inboxes.purge,
         )
         removed = sum(purge() for purge in flat)
-        removed += _purge_nested(self._sessions)
+        removed += _purge_nested(self._sessions) + _purge_nested(self._in_flight)
         for room in list(self._members):
             removed += _purge_nested(self._members[room])
             if not self._members[room]:
@@ -274,6 +279,7 @@ class MemoryBackend(Backend):
             + len(self._rates)
         )
         sessions = sum(len(user) for user in self._sessions.values())
+        sessions += sum(len(attempts) for attempts in self._in_flight.values())
         members = sum(len(conns) for room in self._members.values() for conns in room.values())
         return flat + sessions + members
 
@@ -593,6 +599,43 @@ class MemoryBackend(Backend):
         until = self._blocks.get(ip)
         return 0.0 if until is None else max(0.0, until - self._clock.monotonic())
 
+    async def attempt_begin(self, ip: str, attempt: str, limits: AttemptLimits) -> float:
+        """See :meth:`Backend.attempt_begin` (one step: nothing awaits inside)."""
+        remaining = await self.lockout_remaining(ip)
+        if remaining > 0:
+            return remaining
+        self._maybe_purge()
+        now = self._clock.monotonic()
+        log = self._failures.get(ip)
+        failed = 0
+        if log is not None:
+            log.window_s = limits.window_s
+            log.trim(now)
+            failed = len(log.times)
+        attempts = self._in_flight.get(ip)
+        if attempts is not None:
+            attempts.purge()
+        running = len(attempts) if attempts is not None else 0
+        if running >= limits.max_in_flight or failed + running >= limits.failures:
+            return min(1.0, limits.in_flight_ttl_s)
+        if attempts is None:
+            attempts = self._in_flight[ip] = _ExpiringMap(self._clock.monotonic)
+        attempts.put(attempt, now, now + limits.in_flight_ttl_s)
+        return 0.0
+
+    async def attempt_end(
+        self, ip: str, attempt: str, failed: bool, limits: AttemptLimits
+    ) -> float:
+        """See :meth:`Backend.attempt_end`."""
+        attempts = self._in_flight.get(ip)
+        if attempts is not None:
+            attempts.pop(attempt)
+            if not attempts:
+                del self._in_flight[ip]
+        if not failed:
+            return await self.lockout_remaining(ip)
+        return await self.record_auth_failure(ip, limits.failures, limits.window_s, limits.block_s)
+
     async def rate_hit(self, key: str, limit: int, window_s: float) -> float:
         """See :meth:`Backend.rate_hit`. Raises ValueError for ``limit < 1``."""
         if limit < 1:
@@ -615,21 +658,44 @@ class MemoryBackend(Backend):
 
         Putting a known ``mid`` again replaces the message in place.
         """
-        if self.options.offline_max_messages < 1:
+        opts = self.options
+        if opts.offline_max_messages < 1:
             return False
         self._maybe_purge()
         box = self._inboxes.get(dm.to_uid)
         if box is None:
             box = OrderedDict()
+        quota = opts.offline_max_per_sender
+        sender = dm.from_uid
+        if (
+            dm.mid not in box
+            and quota > 0
+            and sender is not None
+            and sum(1 for m in box.values() if m.from_uid == sender) >= quota
+        ):
+            raise InboxQuotaExceeded(sender)
         box[dm.mid] = dm
-        while len(box) > self.options.offline_max_messages:
-            box.popitem(last=False)
-        self._inboxes.put(dm.to_uid, box, self._deadline(self.options.offline_ttl_s))
+        total = sum(inbox_size(m) for m in box.values())
+        while len(box) > opts.offline_max_messages or (
+            total > opts.offline_max_bytes and len(box) > 1
+        ):
+            _, dropped = box.popitem(last=False)
+            total -= inbox_size(dropped)
+        self._inboxes.put(dm.to_uid, box, self._deadline(opts.offline_ttl_s))
         return True
 
-    async def inbox_list(self, uid: str) -> list[DirectMessage]:
+    async def inbox_list(self, uid: str, max_bytes: int | None = None) -> list[DirectMessage]:
         box = self._inboxes.get(uid)
-        return [] if box is None else list(box.values())
+        if box is None:
+            return []
+        page: list[DirectMessage] = []
+        total = 0
+        for dm in box.values():
+            total += inbox_size(dm)
+            if max_bytes is not None and page and total > max_bytes:
+                break
+            page.append(dm)
+        return page
 
     async def inbox_ack(self, uid: str, mids: Sequence[str]) -> int:
         box = self._inboxes.get(uid)
@@ -639,3 +705,10 @@ class MemoryBackend(Backend):
         if not box:
             self._inboxes.pop(uid)
         return removed
+
+    async def mark_seen(self, uid: str, ttl_s: int) -> None:
+        self._maybe_purge()
+        self._kv.put(f"seen:{uid}", "1", self._deadline(ttl_s))
+
+    async def was_seen(self, uid: str) -> bool:
+        return self._kv.get(f"seen:{uid}") is not None

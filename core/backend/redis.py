@@ -58,6 +58,7 @@ from core.backend.base import (
     BackendOptions,
     BackendUnavailable,
     DirectMessage,
+    InboxQuotaExceeded,
     Membership,
     NodeCommand,
     NodeStats,
@@ -70,6 +71,7 @@ from core.backend.base import (
     Recovery,
     RoomPosition,
     SessionRecord,
+    inbox_size,
 )
 from core.backend.redis_client import (
     CommandClient,
@@ -696,24 +698,36 @@ class RedisBackend(SecurityRecords, Backend):
 
         Putting a known ``mid`` again replaces the message in place.
         """
-        if self.options.offline_max_messages < 1:
+        opts = self.options
+        if opts.offline_max_messages < 1:
             return False
         k = self._keys
-        await self._cmd.eval(
+        uid = dm.to_uid
+        stored = await self._cmd.eval(
             lua.INBOX_PUT,
-            (k.inbox_order(dm.to_uid), k.inbox_messages(dm.to_uid)),
+            (k.inbox_order(uid), k.inbox_messages(uid), k.inbox_info(uid)),
             (
                 dm.mid,
                 encode_dm(dm),
-                self.options.offline_max_messages,
-                expiry_ms(self.options.offline_ttl_s),
+                opts.offline_max_messages,
+                expiry_ms(opts.offline_ttl_s),
+                opts.offline_max_bytes,
+                inbox_size(dm),
+                dm.from_uid or "",
+                opts.offline_max_per_sender if dm.from_uid is not None else 0,
             ),
         )
+        if int(stored) < 0:
+            raise InboxQuotaExceeded(dm.from_uid)
         return True
 
-    async def inbox_list(self, uid: str) -> list[DirectMessage]:
+    async def inbox_list(self, uid: str, max_bytes: int | None = None) -> list[DirectMessage]:
         k = self._keys
-        raw = await self._cmd.eval(lua.INBOX_LIST, (k.inbox_order(uid), k.inbox_messages(uid)), ())
+        raw = await self._cmd.eval(
+            lua.INBOX_LIST,
+            (k.inbox_order(uid), k.inbox_messages(uid), k.inbox_info(uid)),
+            (max_bytes or 0,),
+        )
         return [decode_dm(value) for value in raw]
 
     async def inbox_ack(self, uid: str, mids: Sequence[str]) -> int:
@@ -721,6 +735,16 @@ class RedisBackend(SecurityRecords, Backend):
             return 0
         k = self._keys
         removed = await self._cmd.eval(
-            lua.INBOX_ACK, (k.inbox_order(uid), k.inbox_messages(uid)), tuple(mids)
+            lua.INBOX_ACK,
+            (k.inbox_order(uid), k.inbox_messages(uid), k.inbox_info(uid)),
+            tuple(mids),
         )
         return int(removed)
+
+    async def mark_seen(self, uid: str, ttl_s: int) -> None:
+        async with self._cmd.guard("mark_seen"):
+            await self._cmd.client.set(self._keys.seen(uid), "1", px=expiry_ms(ttl_s))
+
+    async def was_seen(self, uid: str) -> bool:
+        async with self._cmd.guard("was_seen"):
+            return bool(await self._cmd.client.exists(self._keys.seen(uid)))

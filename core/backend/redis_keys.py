@@ -85,6 +85,15 @@ class RedisKeys:
         """HASH mid -> msgpack direct message."""
         return f"{self.prefix}{{u:{uid}}}:ibm"
 
+    def inbox_info(self, uid: str) -> str:
+        """HASH ``bytes`` -> total size, ``s:<sender>`` -> unacked count,
+        ``m:<mid>`` -> ``<size>|<sender>``."""
+        return f"{self.prefix}{{u:{uid}}}:ibi"
+
+    def seen(self, uid: str) -> str:
+        """STRING, present while ``uid`` counts as a known user."""
+        return f"{self.prefix}{{u:{uid}}}:seen"
+
     # -- nodes ------------------------------------------------------------------
 
     def nodes(self) -> str:
@@ -131,6 +140,10 @@ class RedisKeys:
     def lockout_failures(self, ip: str) -> str:
         """ZSET of failure times (ms) inside the window."""
         return f"{self.prefix}{{l:{ip}}}:fail"
+
+    def lockout_in_flight(self, ip: str) -> str:
+        """ZSET attempt id -> expiry (ms): authentication attempts being checked."""
+        return f"{self.prefix}{{l:{ip}}}:infl"
 
     def lockout_block(self, ip: str) -> str:
         """STRING: end of the block (ms), expiring with it."""

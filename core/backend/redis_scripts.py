@@ -29,6 +29,8 @@ __all__ = [
     "INBOX_ACK",
     "INBOX_LIST",
     "INBOX_PUT",
+    "LOCKOUT_BEGIN",
+    "LOCKOUT_END",
     "LOCKOUT_FAIL",
     "PRESENCE_MEMBERS",
     "RATED_PUBLISH",
@@ -461,6 +463,53 @@ return 0
 """,
 )
 
+LOCKOUT_BEGIN = Script(
+    "lockout_begin",
+    """
+-- KEYS: failure times, block, attempts in flight (id -> expiry ms).
+-- ARGV: now ms, window ms, failures, max in flight, attempt id, in-flight ttl ms.
+-- Returns 0 when the attempt is reserved, else the ms to wait: the block's rest, or
+-- (failures + attempts in flight reach the budget, or too many in flight) 1000.
+local now = tonumber(ARGV[1])
+local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
+if blocked > now then return blocked - now end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+local running = redis.call('ZCARD', KEYS[3])
+if running >= tonumber(ARGV[4])
+   or redis.call('ZCARD', KEYS[1]) + running >= tonumber(ARGV[3]) then
+  return math.min(1000, tonumber(ARGV[6]))
+end
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), ARGV[5])
+redis.call('PEXPIRE', KEYS[3], ARGV[6])
+return 0
+""",
+)
+
+LOCKOUT_END = Script(
+    "lockout_end",
+    """
+-- KEYS: failure times, block, attempts in flight. ARGV: now ms, window ms, failures,
+-- block ms, attempt id, failed (1/0), failure member. The attempt leaves the
+-- in-flight set; a failure is then counted exactly as lockout_fail does.
+-- Returns the ms the ip stays blocked (0 = not blocked).
+redis.call('ZREM', KEYS[3], ARGV[5])
+local now = tonumber(ARGV[1])
+local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
+if blocked > now then return blocked - now end
+if ARGV[6] ~= '1' then return 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('ZADD', KEYS[1], now, ARGV[7])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], now + tonumber(ARGV[4]), 'PX', ARGV[4])
+  return tonumber(ARGV[4])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 0
+""",
+)
+
 RATE_HIT = Script(
     "rate_hit",
     """
@@ -482,27 +531,65 @@ return tonumber(oldest[2]) + window - now
 """,
 )
 
+# Inbox bookkeeping shared by the inbox scripts. KEYS[1] order, KEYS[2] messages,
+# KEYS[3] info (bytes total, per-sender counts, per-message size|sender).
+_INBOX_META = """
+local function unmeta(mid)
+  local meta = redis.call('HGET', KEYS[3], 'm:' .. mid)
+  if not meta then return end
+  local sep = string.find(meta, '|', 1, true)
+  local size = tonumber(string.sub(meta, 1, sep - 1))
+  local sender = string.sub(meta, sep + 1)
+  redis.call('HDEL', KEYS[3], 'm:' .. mid)
+  redis.call('HINCRBY', KEYS[3], 'bytes', -size)
+  if sender ~= '' and redis.call('HINCRBY', KEYS[3], 's:' .. sender, -1) <= 0 then
+    redis.call('HDEL', KEYS[3], 's:' .. sender)
+  end
+end
+local function drop(mid)
+  local removed = redis.call('ZREM', KEYS[1], mid)
+  redis.call('HDEL', KEYS[2], mid)
+  unmeta(mid)
+  return removed
+end
+"""
+
 INBOX_PUT = Script(
     "inbox_put",
     """
--- KEYS: order (mid -> insertion no), messages (mid -> msgpack). ARGV: mid, message,
--- max messages, ttl ms. A known mid is replaced in place; beyond max the oldest go.
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then
+-- KEYS: order (mid -> insertion no), messages (mid -> msgpack), info.
+-- ARGV: mid, message, max messages, ttl ms, max bytes, size, sender ('' = server),
+-- per-sender quota (0 = none). A known mid is replaced in place; beyond max messages
+-- or max bytes the oldest go (never the newest). Returns 1, or -1 (sender over quota).
+"""
+    + _INBOX_META
+    + """
+local mid, sender = ARGV[1], ARGV[7]
+local quota = tonumber(ARGV[8])
+if redis.call('ZSCORE', KEYS[1], mid) ~= false then
+  unmeta(mid)
+else
+  if quota > 0 and sender ~= ''
+     and tonumber(redis.call('HGET', KEYS[3], 's:' .. sender) or '0') >= quota then
+    return -1
+  end
   local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
   local no = 1
   if last[2] then no = tonumber(last[2]) + 1 end
-  redis.call('ZADD', KEYS[1], no, ARGV[1])
+  redis.call('ZADD', KEYS[1], no, mid)
 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
-if over > 0 then
-  for _, mid in ipairs(redis.call('ZRANGE', KEYS[1], 0, over - 1)) do
-    redis.call('HDEL', KEYS[2], mid)
-  end
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1)
+redis.call('HSET', KEYS[2], mid, ARGV[2])
+redis.call('HSET', KEYS[3], 'm:' .. mid, ARGV[6] .. '|' .. sender)
+redis.call('HINCRBY', KEYS[3], 'bytes', tonumber(ARGV[6]))
+if sender ~= '' then redis.call('HINCRBY', KEYS[3], 's:' .. sender, 1) end
+local max_n, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[5])
+while true do
+  local n = redis.call('ZCARD', KEYS[1])
+  local bytes = tonumber(redis.call('HGET', KEYS[3], 'bytes') or '0')
+  if not (n > max_n or (bytes > max_bytes and n > 1)) then break end
+  drop(redis.call('ZRANGE', KEYS[1], 0, 0)[1])
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
 return 1
 """,
 )
@@ -510,11 +597,21 @@ return 1
 INBOX_LIST = Script(
     "inbox_list",
     """
--- KEYS: order, messages. Returns the messages, oldest first.
+-- KEYS: order, messages, info. ARGV: max bytes (0 = all). Returns the messages,
+-- oldest first; with max bytes only those whose sizes add up to it (at least one).
+local max_bytes = tonumber(ARGV[1])
 local result = {}
+local total = 0
 for _, mid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local value = redis.call('HGET', KEYS[2], mid)
-  if value then result[#result + 1] = value end
+  if value then
+    local meta = redis.call('HGET', KEYS[3], 'm:' .. mid)
+    local size = #value
+    if meta then size = tonumber(string.sub(meta, 1, string.find(meta, '|', 1, true) - 1)) end
+    total = total + size
+    if max_bytes > 0 and #result > 0 and total > max_bytes then break end
+    result[#result + 1] = value
+  end
 end
 return result
 """,
@@ -523,13 +620,13 @@ return result
 INBOX_ACK = Script(
     "inbox_ack",
     """
--- KEYS: order, messages. ARGV: mid... Returns how many were removed.
+-- KEYS: order, messages, info. ARGV: mid... Returns how many were removed.
+"""
+    + _INBOX_META
+    + """
 local n = 0
 for i = 1, #ARGV do
-  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
-    redis.call('HDEL', KEYS[2], ARGV[i])
-    n = n + 1
-  end
+  n = n + drop(ARGV[i])
 end
 return n
 """,

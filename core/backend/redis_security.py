@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from core.backend import redis_scripts as lua
-from core.backend.base import AccessState, RotateOutcome
+from core.backend.base import AccessState, AttemptLimits, RotateOutcome
 from core.backend.redis_client import CommandClient, expiry_ms
 from core.backend.redis_keys import RedisKeys
 from core.clock import Clock
@@ -144,6 +144,44 @@ class SecurityRecords:
         async with self._cmd.guard("lockout_remaining"):
             until = await self._cmd.client.get(self._keys.lockout_block(ip))
         return 0.0 if until is None else max(0, int(until) - self._now_ms()) / 1000
+
+    async def attempt_begin(self, ip: str, attempt: str, limits: AttemptLimits) -> float:
+        """See :meth:`Backend.attempt_begin`: one Lua script."""
+        k = self._keys
+        wait_ms = await self._cmd.eval(
+            lua.LOCKOUT_BEGIN,
+            (k.lockout_failures(ip), k.lockout_block(ip), k.lockout_in_flight(ip)),
+            (
+                self._now_ms(),
+                expiry_ms(limits.window_s),
+                limits.failures,
+                limits.max_in_flight,
+                attempt,
+                expiry_ms(limits.in_flight_ttl_s),
+            ),
+        )
+        return int(wait_ms) / 1000
+
+    async def attempt_end(
+        self, ip: str, attempt: str, failed: bool, limits: AttemptLimits
+    ) -> float:
+        """See :meth:`Backend.attempt_end`: one Lua script."""
+        k = self._keys
+        now = self._now_ms()
+        blocked_ms = await self._cmd.eval(
+            lua.LOCKOUT_END,
+            (k.lockout_failures(ip), k.lockout_block(ip), k.lockout_in_flight(ip)),
+            (
+                now,
+                expiry_ms(limits.window_s),
+                limits.failures,
+                expiry_ms(limits.block_s),
+                attempt,
+                1 if failed else 0,
+                self._unique_member(now),
+            ),
+        )
+        return int(blocked_ms) / 1000
 
     async def rate_hit(self, key: str, limit: int, window_s: float) -> float:
         """See :meth:`Backend.rate_hit`. Raises ValueError for ``limit < 1``."""

@@ -81,6 +81,9 @@ def cluster(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
         "SQUALL_BACKEND__KEY_PREFIX": f"squall-e2e:{uuid.uuid4().hex}:",
         "SQUALL_AUTH__USERS_FILE": users,
         "SQUALL_SERVER__STATS_INTERVAL_S": "0.5",
+        # the demo and dashboard pages are off by default (production): on here
+        "SQUALL_SERVER__STATIC": "true",
+        "SQUALL_SERVER__DASHBOARD": "true",
     }
     a = ServerProcess("node-a", env)
     b = ServerProcess("node-b", env)

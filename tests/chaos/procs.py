@@ -74,6 +74,7 @@ class NodeProc:
             "SQUALL_BACKEND__KEY_PREFIX": self.prefix,
             "SQUALL_SERVER__HOST": "127.0.0.1",
             "SQUALL_LOG__FORMAT": "text",
+            "SQUALL_SERVER__METRICS_PUBLIC": "true",  # the suite reads /metrics
             "PYTHONWARNINGS": "default",
         }
         env.pop("REDIS_URL", None)

@@ -17,8 +17,10 @@ from collections import Counter
 import pytest
 
 from core.backend.base import (
+    AttemptLimits,
     Backend,
     DirectMessage,
+    InboxQuotaExceeded,
     Membership,
     NodeCommand,
     NodeOp,
@@ -29,6 +31,7 @@ from core.backend.base import (
     RateSpec,
     RotateOutcome,
     SessionRecord,
+    inbox_size,
 )
 from core.backend.memory import PURGE_INTERVAL_S, MemoryBackend
 from tests.contract.conftest import Harness, Recorder
@@ -493,6 +496,60 @@ async def test_lockout_window_slides(harness: Harness) -> None:
     assert await b.lockout_remaining("ip") == 0.0
 
 
+async def test_attempts_are_reserved_atomically_within_the_budget(harness: Harness) -> None:
+    b = await harness.make_backend()
+    limits = AttemptLimits(failures=5, window_s=5.0, block_s=5.0, max_in_flight=100)
+    waits = await asyncio.gather(*(b.attempt_begin("ip", f"a{i}", limits) for i in range(60)))
+    reserved = [f"a{i}" for i, wait in enumerate(waits) if wait == 0.0]
+    assert len(reserved) == 5
+    assert all(0.0 < wait <= 1.0 for wait in waits if wait != 0.0)
+    blocked = [await b.attempt_end("ip", a, True, limits) for a in reserved]
+    assert blocked[:4] == [0.0] * 4 and 0.0 < blocked[4] <= 5.0
+    assert 0.0 < await b.lockout_remaining("ip") <= 5.0
+    assert 0.0 < await b.attempt_begin("ip", "late", limits) <= 5.0
+    assert await b.attempt_begin("other-ip", "x", limits) == 0.0
+
+
+async def test_attempts_in_flight_are_capped_and_successes_do_not_count(
+    harness: Harness,
+) -> None:
+    b = await harness.make_backend()
+    limits = AttemptLimits(failures=3, window_s=5.0, block_s=5.0, max_in_flight=2)
+    assert await b.attempt_begin("ip", "a", limits) == 0.0
+    assert await b.attempt_begin("ip", "b", limits) == 0.0
+    assert await b.attempt_begin("ip", "c", limits) > 0.0  # two in flight already
+    assert await b.attempt_end("ip", "a", False, limits) == 0.0
+    assert await b.attempt_begin("ip", "c", limits) == 0.0
+    for attempt in ("b", "c"):
+        assert await b.attempt_end("ip", attempt, False, limits) == 0.0
+    for i in range(10):  # successes never spend the budget
+        assert await b.attempt_begin("ip", f"ok{i}", limits) == 0.0
+        assert await b.attempt_end("ip", f"ok{i}", False, limits) == 0.0
+    assert await b.lockout_remaining("ip") == 0.0
+
+
+async def test_failed_attempts_share_the_window_with_other_failures(harness: Harness) -> None:
+    b = await harness.make_backend()
+    limits = AttemptLimits(failures=3, window_s=5.0, block_s=5.0, max_in_flight=3)
+    assert await b.record_auth_failure("ip", 3, 5.0, 5.0) == 0.0
+    assert await b.record_auth_failure("ip", 3, 5.0, 5.0) == 0.0
+    assert await b.attempt_begin("ip", "a", limits) == 0.0
+    assert await b.attempt_begin("ip", "b", limits) > 0.0  # 2 failures + 1 in flight
+    assert await b.attempt_end("ip", "a", True, limits) > 0.0
+    assert await b.attempt_end("ip", "unknown", True, limits) > 0.0  # blocked: not counted
+
+
+async def test_an_unsettled_attempt_stops_counting_after_its_ttl(harness: Harness) -> None:
+    b = await harness.make_backend()
+    limits = AttemptLimits(
+        failures=5, window_s=5.0, block_s=5.0, max_in_flight=1, in_flight_ttl_s=1.0
+    )
+    assert await b.attempt_begin("ip", "lost", limits) == 0.0
+    assert await b.attempt_begin("ip", "next", limits) > 0.0
+    await harness.advance(1.1)
+    assert await b.attempt_begin("ip", "next", limits) == 0.0
+
+
 async def test_rate_hit_sliding_window(harness: Harness) -> None:
     b = await harness.make_backend()
     for _ in range(3):
@@ -557,6 +614,75 @@ async def test_inbox_expires_after_last_put(harness: Harness) -> None:
     assert [m.mid for m in await b.inbox_list("bob")] == ["m1", "m2"]
     await harness.advance(1.1)
     assert await b.inbox_list("bob") == []
+
+
+def sized(mid: str, size: int, sender: str | None = "alice", to: str = "bob") -> DirectMessage:
+    data = b"x" * (size - inbox_size(DirectMessage(mid, to, sender, b"", 0)))
+    message = DirectMessage(mid=mid, to_uid=to, from_uid=sender, data=data, ts=0)
+    assert inbox_size(message) == size
+    return message
+
+
+async def test_inbox_byte_cap_drops_the_oldest_and_keeps_the_newest(harness: Harness) -> None:
+    b = await harness.make_backend(offline_max_bytes=1000)
+    for i in range(5):
+        assert await b.inbox_put(sized(f"m{i}", 300))
+    assert [m.mid for m in await b.inbox_list("bob")] == ["m2", "m3", "m4"]
+    assert await b.inbox_ack("bob", ["m2"]) == 1
+    assert await b.inbox_put(sized("m5", 300))
+    assert [m.mid for m in await b.inbox_list("bob")] == ["m3", "m4", "m5"]
+    assert await b.inbox_put(sized("huge", 5000))  # alone over the cap: it stays, alone
+    assert [m.mid for m in await b.inbox_list("bob")] == ["huge"]
+
+
+async def test_inbox_sender_quota_refuses_and_acks_free_it(harness: Harness) -> None:
+    b = await harness.make_backend(offline_max_per_sender=2)
+    assert await b.inbox_put(sized("a1", 100, "mallory"))
+    assert await b.inbox_put(sized("a2", 100, "mallory"))
+    with pytest.raises(InboxQuotaExceeded):
+        await b.inbox_put(sized("a3", 100, "mallory"))
+    assert await b.inbox_put(sized("a2", 120, "mallory"))  # replacing a known mid is no new one
+    assert await b.inbox_put(sized("c1", 100, "carol"))  # other senders are not affected
+    assert await b.inbox_put(sized("s1", 100, None))  # nor the server API
+    assert await b.inbox_put(sized("s2", 100, None))
+    assert await b.inbox_put(sized("s3", 100, None))
+    assert await b.inbox_put(sized("a1", 100, "mallory", to="dave"))  # per recipient
+    assert [m.mid for m in await b.inbox_list("bob")] == ["a1", "a2", "c1", "s1", "s2", "s3"]
+    assert await b.inbox_ack("bob", ["a1"]) == 1
+    assert await b.inbox_put(sized("a3", 100, "mallory"))
+    with pytest.raises(InboxQuotaExceeded):
+        await b.inbox_put(sized("a4", 100, "mallory"))
+
+
+async def test_inbox_quota_is_freed_by_drops_too(harness: Harness) -> None:
+    b = await harness.make_backend(offline_max_per_sender=2, offline_max_messages=2)
+    assert await b.inbox_put(sized("a1", 100, "mallory"))
+    assert await b.inbox_put(sized("a2", 100, "mallory"))
+    assert await b.inbox_put(sized("c1", 100, "carol"))  # drops a1
+    assert await b.inbox_put(sized("a3", 100, "mallory"))  # quota: a2 only, drops a2
+    assert [m.mid for m in await b.inbox_list("bob")] == ["c1", "a3"]
+
+
+async def test_inbox_pages_by_bytes(harness: Harness) -> None:
+    b = await harness.make_backend()
+    for i in range(6):
+        assert await b.inbox_put(sized(f"m{i}", 250))
+    page = await b.inbox_list("bob", max_bytes=600)
+    assert [m.mid for m in page] == ["m0", "m1"]
+    assert [m.mid for m in await b.inbox_list("bob", max_bytes=100)] == ["m0"]  # at least one
+    assert len(await b.inbox_list("bob", max_bytes=10_000)) == 6
+    assert await b.inbox_ack("bob", [m.mid for m in page]) == 2
+    assert [m.mid for m in await b.inbox_list("bob", max_bytes=600)] == ["m2", "m3"]
+    assert await b.inbox_list("nobody", max_bytes=600) == []
+
+
+async def test_seen_users_are_remembered_for_a_while(harness: Harness) -> None:
+    b = await harness.make_backend()
+    assert not await b.was_seen("bob")
+    await b.mark_seen("bob", 1)
+    assert await b.was_seen("bob") and not await b.was_seen("carol")
+    await harness.advance(1.1)
+    assert not await b.was_seen("bob")
 
 
 # -- several nodes of one cluster (kinds with a shared store) --------------------

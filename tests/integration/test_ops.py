@@ -34,7 +34,7 @@ async def _get(url: str) -> tuple[int, bytes]:
 
 @pytest.mark.gen_test(timeout=15)
 async def test_health_ready_and_metrics(nodes: NodeFactory) -> None:
-    node = await nodes()
+    node = await nodes({"server.metrics_public": True})
     assert (await _get(node.http + "/healthz"))[0] == 200
     code, body = await _get(node.http + "/readyz")
     assert code == 200 and b'"ready": true' in body

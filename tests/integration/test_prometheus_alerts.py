@@ -59,6 +59,7 @@ def two_nodes() -> Iterator[tuple[ServerProcess, ServerProcess]]:
         "REDIS_URL": shared_server().url,
         "SQUALL_BACKEND__KEY_PREFIX": f"squall-prom:{uuid.uuid4().hex}:",
         "SQUALL_LIMITS__MAX_CONNECTIONS": str(MAX),
+        "SQUALL_SERVER__METRICS_PUBLIC": "true",  # scraped on the main port here
     }
     a, b = ServerProcess("prom-a", env), ServerProcess("prom-b", env)
     try:

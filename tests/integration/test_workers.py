@@ -32,6 +32,7 @@ def _dyno(server_procs: Procs, workers: int = 2) -> tuple[ServerProcess, int]:
             "SQUALL_BACKEND__KEY_PREFIX": f"squall-w:{uuid.uuid4().hex}:",
             "SQUALL_SERVER__HOST": "127.0.0.1",
             "SQUALL_SERVER__DRAIN_S": "1",
+            "SQUALL_SERVER__METRICS_PUBLIC": "true",  # scraped on the main port here
         },
         name="dyno",
     )
