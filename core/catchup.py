@@ -92,7 +92,7 @@ class RoomCatchup:
         if buffered is not None:
             buffered.append(pub)
             if len(buffered) > self._max_buffer:
-                del buffered[0]  # history still has it; the drain asks for it again
+                del buffered[0]  # the oldest goes: history has it, or the drain says resync
             return
         cur = self._cursor.get(room)
         if cur is None or (cur[0] == pub.epoch and pub.seq == cur[1] + 1):

@@ -113,16 +113,20 @@ class FaultProxy:
     async def _shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
-        for a, b in list(self._pairs):
+        pairs = list(self._pairs)
+        self._pairs.clear()  # every pipe sees its pair gone and returns
+        assert self._flowing is not None
+        self._flowing.set()
+        for a, b in pairs:
             a.transport.abort()
             b.transport.abort()
         for w in list(self._silent):
             w.transport.abort()
-        # every connection's task ends here, so none is destroyed while pending
+        # Let every connection's task end by itself (cancelling a stream server's
+        # handler task makes Python 3.11 log a CancelledError traceback).
         tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
