@@ -36,6 +36,7 @@ from core.clock import Clock, SystemClock
 from core.config import ConfigError, Settings, load
 from core.logs import configure as configure_logging
 from core.metrics import Metrics, enable_multiprocess, mark_worker_dead, multiprocess_dir
+from core.namespaces import rules_for
 from core.node import Node
 from core.protocol import CloseCode
 from core.shutdown import finish
@@ -64,6 +65,7 @@ def build_backend(settings: Settings, node_id: str, clock: Clock) -> Backend:
         offline_max_per_sender=settings.offline.max_per_sender,
         session_ttl_s=2 * settings.heartbeat.interval_s,
         presence_events=settings.rooms.presence_events,
+        room_history=rules_for(settings.rooms).history if settings.rooms.namespaces else None,
     )
     if settings.backend.url is None:
         return MemoryBackend(node_id, options, clock)

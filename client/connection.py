@@ -272,17 +272,21 @@ class SquallClient:
 
     # -- requests --------------------------------------------------------------
 
-    async def join(self, room: str) -> Frame:
+    async def join(self, room: str, token: str | None = None) -> Frame:
         """Join ``room``; returns the ``ok`` (``room``, ``seq``, ``epoch``, ``recovered``).
 
-        The room is rejoined automatically after every reconnect until :meth:`leave`.
+        ``token`` is a room token, for rooms whose namespace requires one. The room is
+        rejoined automatically after every reconnect until :meth:`leave`.
         """
         if room in self._rooms:
             raise RequestFailed(409, "already joined")
-        state = RoomState(room)
+        state = RoomState(room, token=token)
         self._rooms[room] = state
+        frame: Frame = {"t": "join", "room": room}
+        if token is not None:
+            frame["token"] = token
         try:
-            return await self._request({"t": "join", "room": room}, state.joined_ok)
+            return await self._request(frame, state.joined_ok)
         except BaseException:
             if not state.joined and self._rooms.get(room) is state:
                 del self._rooms[room]
@@ -304,6 +308,15 @@ class SquallClient:
     async def send(self, to: str, data: Any) -> Frame:
         """Private message to user ``to``; returns the ``ok`` (``mid``, ``online``, ``queued``)."""
         return await self._request({"t": "send", "to": to, "data": data})
+
+    async def rpc(self, method: str, data: Any = None) -> Any:
+        """Call ``method`` of the application (its rpc hook); returns the result ``data``.
+
+        Raises :class:`RequestFailed` with the application's code and message when it
+        refuses, 503 when it is unavailable, 404 when no rpc hook is configured.
+        """
+        ok = await self._request({"t": "rpc", "method": method, "data": data})
+        return ok.get("data")
 
     async def presence(self, room: str) -> list[str]:
         """User ids currently in ``room``, across all nodes."""
@@ -546,6 +559,9 @@ class SquallClient:
             if self._closing:
                 ws.close()
                 return None
+            # server-side rooms are joined again by the server (listed in the welcome)
+            for name in [n for n, s in self._rooms.items() if s.server_side]:
+                del self._rooms[name]
             self._attach(ws, welcome)
             self._spawn(self._rejoin(ws))
             return ws
@@ -554,7 +570,7 @@ class SquallClient:
     async def _rejoin(self, ws: WebSocketClientConnection) -> None:
         """Rejoin every room with ``since``/``epoch``; mark the client ready."""
         # rooms still being joined by the application are joined by its own request
-        states = [state for state in self._rooms.values() if state.joined]
+        states = [s for s in self._rooms.values() if s.joined and not s.server_side]
         results = await asyncio.gather(
             *(self._rejoin_one(ws, state) for state in states), return_exceptions=True
         )
@@ -619,6 +635,12 @@ class SquallClient:
             # None: a room we left (or never joined)
             if state is not None and state.take(frame):
                 await self._deliver(frame)
+        elif t == "joined":
+            # a server-side room (rooms_auto claim, connect hook): listed in welcome
+            name = str(frame.get("room"))
+            if name not in self._rooms:
+                self._rooms[name] = RoomState(name, server_side=True)
+            self._rooms[name].joined_ok(frame)
         elif t == "presence":
             if str(frame.get("room")) in self._rooms:
                 await self._deliver(frame)

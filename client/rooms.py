@@ -37,6 +37,10 @@ class RoomState:
     epoch: str | None = None
     joined: bool = False
     recovered: bool | None = None
+    #: a room token (namespaces with ``join: token``), sent again on rejoin
+    token: str | None = None
+    #: a server-side room (``joined`` frame): the server rejoins it on reconnect
+    server_side: bool = False
 
     def joined_ok(self, ok: Frame, rejoin: bool = False) -> None:
         """A join's ``ok``: every message up to ``ok.seq`` was delivered or is lost."""
@@ -51,6 +55,8 @@ class RoomState:
     def rejoin_frame(self) -> Frame:
         """The ``join`` (without ``id``) that rejoins this room after a reconnect."""
         frame: Frame = {"t": "join", "room": self.name}
+        if self.token is not None:
+            frame["token"] = self.token
         if self.seq is not None and self.epoch is not None:
             frame["since"] = self.seq
             frame["epoch"] = self.epoch

@@ -31,6 +31,7 @@ from typing import Any
 
 from core.backend.base import BackendUnavailable, DirectMessage, NodeCommand, NodeOp
 from core.errors import Refusal
+from core.namespaces import rules_for
 from core.node import Node
 from core.protocol import (
     MAX_UID_BYTES,
@@ -156,6 +157,8 @@ class ServerApi:
         room = _room(params)
         data = _data(params, self._node.settings.limits.max_frame_bytes)
         node = self._node
+        if rules_for(node.settings.rooms).of(room).publish == "nobody":
+            raise ApiError(403, "forbidden", "nobody publishes in this room (rooms.namespaces)")
         pub = await node.backend.publish(room, data, None, node.now_ms())
         return {"room": room, "seq": pub.seq}
 

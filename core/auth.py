@@ -94,6 +94,8 @@ class Claims:
     role: str | None = None
     typ: str | None = None
     family: str | None = None
+    #: ``rooms_auto``: rooms the connection joins at ``welcome`` without a ``join``
+    rooms_auto: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,12 +206,35 @@ class TokenVerifier:
         An ``access`` check accepts ``typ`` absent or ``"access"``; a ``refresh``
         check requires ``typ == "refresh"`` and a ``fam`` claim.
         """
+        return self._check_claims(self._payload(token), expected_type)
+
+    def verify_room(self, token: str, room: str, uid: str) -> int:
+        """Check a room token (claims ``sub``, ``room``, ``exp``; ``typ`` absent or
+        ``"room"``) for ``uid`` joining ``room``; its ``exp`` in seconds, or
+        :class:`AuthError`. Same keys, algorithms and clock as :meth:`verify`.
+        """
+        payload = self._payload(token)
+        if _optional_str(payload, "typ") not in (None, "room"):
+            raise AuthError("wrong_type", "expected a room token")
+        if _required_str(payload, "sub") != uid:
+            raise AuthError("wrong_user", "room token is for another user")
+        if payload.get("room") != room:
+            raise AuthError("wrong_room", "room token is for another room")
+        exp = _number(payload.get("exp"))
+        if exp is None:
+            raise AuthError("missing_claim", "claim 'exp' must be a number")
+        if self._clock.wall() > exp + self._settings.leeway_s:
+            raise AuthError("expired", "room token has expired")
+        return math.floor(exp)
+
+    def _payload(self, token: str) -> Mapping[str, Any]:
+        """The payload of ``token`` once its signature verifies (claims not checked)."""
         if not isinstance(token, str) or not token:
             raise AuthError("malformed", "token is not a non-empty string")
         if self._fast:
             fast = self._fast.decode(token)
             if fast is not None:
-                return self._check_claims(fast, expected_type)
+                return fast
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -230,7 +255,7 @@ class TokenVerifier:
             raise AuthError("algorithm", "token algorithm is not accepted") from None
         except jwt.PyJWTError:
             raise AuthError("malformed", "token cannot be decoded") from None
-        return self._check_claims(payload, expected_type)
+        return payload
 
     def _check_claims(self, payload: Mapping[str, Any], expected_type: TokenType) -> Claims:
         sub = _required_str(payload, "sub")
@@ -244,6 +269,7 @@ class TokenVerifier:
         family = _optional_str(payload, "fam")
         role = _optional_str(payload, "role")
         rooms = _optional_rooms(payload)
+        rooms_auto = _optional_rooms(payload, "rooms_auto") or ()
 
         if expected_type == "refresh":
             if typ != "refresh":
@@ -278,6 +304,7 @@ class TokenVerifier:
             role=role,
             typ=typ,
             family=family,
+            rooms_auto=rooms_auto,
         )
 
 
@@ -508,12 +535,12 @@ def _optional_str(payload: Mapping[str, Any], name: str) -> str | None:
     return value
 
 
-def _optional_rooms(payload: Mapping[str, Any]) -> tuple[str, ...] | None:
-    if "rooms" not in payload:
+def _optional_rooms(payload: Mapping[str, Any], name: str = "rooms") -> tuple[str, ...] | None:
+    if name not in payload:
         return None
-    rooms = payload["rooms"]
+    rooms = payload[name]
     if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
-        raise AuthError("malformed", "claim 'rooms' must be a list of strings")
+        raise AuthError("malformed", f"claim '{name}' must be a list of strings")
     return tuple(rooms)
 
 

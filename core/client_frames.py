@@ -22,6 +22,7 @@ __all__ = [
     "PresenceFrame",
     "PubFrame",
     "RefreshFrame",
+    "RpcFrame",
     "SendFrame",
 ]
 
@@ -43,12 +44,14 @@ class RefreshFrame:
 
 @dataclass(frozen=True, slots=True)
 class JoinFrame:
-    """Join ``room``; ``since``/``epoch`` ask for recovery of missed messages."""
+    """Join ``room``; ``since``/``epoch`` ask for recovery of missed messages;
+    ``token`` is a room token (namespaces with ``join: token``)."""
 
     id: int
     room: str
     since: int | None
     epoch: str | None
+    token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,15 @@ class SendFrame:
 
     id: int
     to: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RpcFrame:
+    """A call answered by the application (rpc hook); ``data`` is packed MessagePack."""
+
+    id: int
+    method: str
     data: bytes
 
 
@@ -103,4 +115,5 @@ ClientFrame: TypeAlias = (
     | AckFrame
     | PresenceFrame
     | PingFrame
+    | RpcFrame
 )

@@ -41,6 +41,7 @@ import yaml
 
 from core.config_rules import validate
 from core.errors import ConfigError
+from core.namespaces import Namespace, parse_namespaces
 
 __all__ = [
     "ApiConfig",
@@ -49,6 +50,9 @@ __all__ = [
     "CertReqs",
     "ConfigError",
     "HeartbeatConfig",
+    "HookConfig",
+    "HookFail",
+    "HooksConfig",
     "LimitsConfig",
     "LockoutConfig",
     "LogConfig",
@@ -207,11 +211,42 @@ class HeartbeatConfig:
 
 @dataclass(frozen=True, slots=True)
 class RoomsConfig:
-    """Room presence and recovery history."""
+    """Room presence and recovery history; ``namespaces`` override them per pattern."""
 
     presence_events: bool = True
     history_size: int = 100
     history_ttl_s: int = 3600
+    namespaces: tuple[Namespace, ...] = field(default=(), metadata={"parse": parse_namespaces})
+
+
+HookFail = Literal["open", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class HookConfig:
+    """One hook: ``url`` set = HTTP hook (else the module's function, if any)."""
+
+    url: str | None = None
+    timeout_s: float = 1.0
+    fail: HookFail = "closed"
+    batch: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HooksConfig:
+    """Application hooks (docs/hooks.md): HTTP endpoints or an in-process module."""
+
+    module: str | None = None
+    max_concurrency: int = 64
+    retries: int = 1
+    breaker_failures: int = 5
+    breaker_reset_s: float = 5.0
+    connect: HookConfig = field(default_factory=HookConfig)
+    refresh: HookConfig = field(default_factory=HookConfig)
+    join: HookConfig = field(default_factory=HookConfig)
+    pub: HookConfig = field(default_factory=HookConfig)
+    send: HookConfig = field(default_factory=HookConfig)
+    rpc: HookConfig = field(default_factory=HookConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +287,7 @@ class Settings:
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
 
 
 # ---------------------------------------------------------------------------
@@ -477,6 +513,12 @@ class _Loader:
         leaf = self.leaves[key]
         nullable, tp = _split_optional(leaf.type)
         secret = "mask" in leaf.meta
+        parse = leaf.meta.get("parse")
+        if callable(parse):
+            try:
+                return parse([] if value is None else value)
+            except ValueError as exc:
+                self.fail(key, str(exc))
         if value is None:
             if nullable:
                 return None
@@ -573,7 +615,7 @@ def _section_dict(section: Any, mask: bool) -> dict[str, object]:
         if is_dataclass(value):
             out[f.name] = _section_dict(value, mask)
         elif isinstance(value, tuple):
-            out[f.name] = list(value)
+            out[f.name] = [_section_dict(v, mask) if is_dataclass(v) else v for v in value]
         elif mask and value is not None and kind == "all":
             out[f.name] = "***"
         elif mask and isinstance(value, str) and kind == "password":

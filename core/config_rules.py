@@ -31,6 +31,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
+from core.hooks.contract import HOOK_NAMES
+
 if TYPE_CHECKING:
     from core.config import Settings, TLSConfig
 
@@ -72,6 +74,9 @@ _INT_MIN = {
     "offline.ttl_s": 1,
     "offline.max_bytes": 1,
     "offline.max_per_sender": 0,  # 0 = no per-sender quota
+    "hooks.max_concurrency": 1,
+    "hooks.retries": 0,
+    "hooks.breaker_failures": 1,
 }
 # Float keys: True = must be > 0, False = must be >= 0.
 _FLOAT_POSITIVE = {
@@ -87,6 +92,8 @@ _FLOAT_POSITIVE = {
     "backend.probe_interval_s": True,
     "backend.probe_timeout_s": True,
     "backend.socket_timeout_s": True,
+    "hooks.breaker_reset_s": True,
+    **{f"hooks.{name}.timeout_s": True for name in HOOK_NAMES},
 }
 
 
@@ -116,6 +123,7 @@ class _Validator:
         self.secrets()
         self.origins()
         self.limits()
+        self.hooks()
 
     def ranges(self) -> None:
         port = self.s.server.port
@@ -337,6 +345,54 @@ class _Validator:
                 "must be at least limits.max_frame_bytes, or one maximal message would "
                 "overflow every receiver",
             )
+
+    def hooks(self) -> None:
+        hooks = self.s.hooks
+        for name in HOOK_NAMES:
+            if getattr(hooks, name).batch and name != "pub":
+                self.fail(f"hooks.{name}.batch", "only the pub hook batches")
+            url = getattr(hooks, name).url
+            if url is None:
+                continue
+            key = f"hooks.{name}.url"
+            try:
+                parts = urlsplit(url)
+                parts.port  # noqa: B018 (parsing the port is the check)
+            except ValueError:
+                self.fail(key, "not a valid URL")
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                self.fail(key, "expected http://host[:port]/path or https://...")
+            if self.s.api.secret is None:
+                self.fail(key, "HTTP hooks are signed with api.secret, which is not set")
+        defined: set[str] = set()
+        if hooks.module is not None:
+            if not _MODULE.fullmatch(hooks.module):
+                self.fail("hooks.module", "expected a dotted Python module name")
+            # Imported here so a broken module stops the start with exit 2 naming the key.
+            from core.hooks.python_hooks import load_module_hooks
+
+            try:
+                defined = set(load_module_hooks(hooks.module))
+            except ImportError as exc:
+                self.fail("hooks.module", f"cannot import {hooks.module!r}: {exc}")
+            except ValueError as exc:
+                self.fail("hooks.module", str(exc))
+        for index, ns in enumerate(self.s.rooms.namespaces):
+            if ns.join == "hook" and hooks.join.url is None and "join" not in defined:
+                self.fail(
+                    "rooms.namespaces",
+                    f"item {index}: join: hook needs hooks.join.url or a join function "
+                    "in hooks.module",
+                )
+            if (
+                ns.join == "token"
+                and not any(a.startswith("HS") for a in self.s.auth.algorithms)
+                and self.s.auth.public_key_file is None
+            ):
+                self.fail("rooms.namespaces", f"item {index}: join: token needs auth keys")
+
+
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def _key_fits(alg: str, key: Any) -> bool:

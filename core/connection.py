@@ -74,6 +74,7 @@ class Connection:
     """
 
     __slots__ = (
+        "auto_rooms",
         "claims",
         "closed",
         "conn_id",
@@ -85,6 +86,7 @@ class Connection:
         "kicked",
         "last_seen",
         "memberships",
+        "meta",
         "on_closed",
         "out",
         "outbound_limit",
@@ -143,6 +145,10 @@ class Connection:
         self.kicked: tuple[int, str] | None = None
         #: called once with the close code when the core closes the connection
         self.on_closed: Callable[[int], None] | None = None
+        #: metadata the application attached (connect / refresh hooks), sent with hooks
+        self.meta: dict[str, Any] | None = None
+        #: server-side rooms joined right after ``welcome`` (``rooms_auto``, connect hook)
+        self.auto_rooms: tuple[str, ...] = ()
 
     def send(self, out: Outbound) -> bool:
         """Queue ``out``; it is offered to the transport at the end of the iteration.

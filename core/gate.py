@@ -31,12 +31,23 @@ from core.backend.base import Backend, NodeCommand, NodeOp, Policy, SessionRecor
 from core.codes import CloseCode
 from core.config import Settings
 from core.connection import Connection
-from core.errors import AuthError, BackendUnavailable, Refusal
+from core.errors import AuthError, BackendUnavailable, Refusal, RequestError
+from core.hooks.ask import ask
+from core.hooks.contract import (
+    ConnectAnswer,
+    ConnectRequest,
+    HookFailed,
+    RefreshAnswer,
+    RefreshRequest,
+    Refuse,
+)
+from core.hooks.runner import Hooks
 from core.hub import Hub
 from core.inbox_delivery import admission_page
 from core.lifecycle import Lifecycle
 from core.metrics import Metrics
 from core.netaddr import lockout_key, origin_allowed
+from core.protocol import validate_room
 from core.refusal import count_auth_failure, origin_refusal, token_refusal
 
 __all__ = ["UNAVAILABLE", "Gate"]
@@ -82,6 +93,8 @@ class Gate:
         self._node_id = backend.node_id
         #: handshakes between their first check and the upgrade (count toward the cap)
         self.pending_handshakes = 0
+        #: the application's hooks (set by the node); the connect hook runs in admit()
+        self.hooks: Hooks | None = None
 
     # -- before the token ----------------------------------------------------------
 
@@ -156,7 +169,12 @@ class Gate:
     # -- admission -----------------------------------------------------------------
 
     async def admit(self, conn: Connection, claims: Claims) -> Refusal | None:
-        """Register the session under the per-user cap; kick the oldest when told to."""
+        """Ask the connect hook (when configured: its refusal, or its failure when
+        fail-closed, refuses before anything is registered), then register the session
+        under the per-user cap; kick the oldest when told to."""
+        refused = await self._connect_hook(conn, claims)
+        if refused is not None:
+            return refused
         limits = self._settings.limits
         record = SessionRecord(
             conn_id=conn.conn_id,
@@ -228,3 +246,47 @@ class Gate:
         if refusal is not None:
             await self._life.release(conn)
         return refusal
+
+    async def refresh_hook(self, conn: Connection, claims: Claims, request_id: int) -> None:
+        """Ask the refresh hook (when configured) about a valid token for the same user;
+        its refusal or fail-closed failure raises :class:`RequestError` (the ``err``
+        answering the ``refresh``); its ``meta``, when given, replaces the connection's."""
+        hooks = self.hooks
+        if hooks is None or not hooks.enabled("refresh"):
+            return
+        request = RefreshRequest(claims.sub, conn.conn_id, claims.exp, conn.meta or {})
+        answer = await ask(hooks, "refresh", request, request_id)
+        assert isinstance(answer, RefreshAnswer)
+        if answer.meta is not None:
+            conn.meta = answer.meta
+
+    async def _connect_hook(self, conn: Connection, claims: Claims) -> Refusal | None:
+        """Ask the connect hook (when configured); set the server-side rooms and meta."""
+        conn.auto_rooms = _rooms(claims.rooms_auto)
+        hooks = self.hooks
+        if hooks is None or not hooks.enabled("connect"):
+            return None
+        request = ConnectRequest(
+            claims.sub, conn.conn_id, conn.ip, self._node_id, claims.role, claims.rooms_auto
+        )
+        try:
+            answer = await hooks.call("connect", request)
+        except HookFailed:
+            return Refusal(503, "hook_unavailable", "the application is unavailable", 1)
+        if isinstance(answer, Refuse):
+            return Refusal(answer.code, "refused", answer.message, None, CloseCode.FORBIDDEN)
+        assert isinstance(answer, ConnectAnswer)
+        conn.meta = answer.meta
+        conn.auto_rooms = _rooms((*conn.auto_rooms, *answer.rooms))
+        return None
+
+
+def _rooms(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Valid room names of ``names``, first occurrence kept, in order."""
+    out: dict[str, None] = {}
+    for name in names:
+        try:
+            out[validate_room(name, None)] = None
+        except RequestError:
+            continue
+    return tuple(out)

@@ -30,6 +30,7 @@ from core.errors import BackendUnavailable
 from core.hub import Hub
 from core.inbox_delivery import start_inbox
 from core.metrics import Metrics
+from core.namespaces import rules_for
 from core.protocol import Encoding, welcome
 from core.subscriptions import Subscriptions
 from core.writer import WriteBatcher
@@ -70,6 +71,9 @@ class Lifecycle:
         self._empty = asyncio.Event()
         self._empty.set()
         self._count_close = self._closed_with
+        #: called after ``welcome`` with the greeted connection (the session joins its
+        #: server-side rooms)
+        self.on_greeted: Callable[[Connection], None] | None = None
 
     def now_ms(self) -> int:
         return int(self._clock.wall() * 1000)
@@ -147,20 +151,23 @@ class Lifecycle:
         self._hub.bind_user(conn)
         self._metrics.users.set(self._hub.user_count())
         self.rearm_expiry(conn)
-        conn.send_frame(
-            welcome(
-                conn.conn_id,
-                conn.uid,
-                self._node_id,
-                self._settings.heartbeat.interval_s,
-                conn.claims.exp * 1000,
-                conn.encoding,
-            )
+        frame = welcome(
+            conn.conn_id,
+            conn.uid,
+            self._node_id,
+            self._settings.heartbeat.interval_s,
+            conn.claims.exp * 1000,
+            conn.encoding,
         )
+        if conn.auto_rooms:
+            frame["rooms"] = list(conn.auto_rooms)  # joined next, each answered `joined`
+        conn.send_frame(frame)
         self._metrics.frames_out.labels("welcome").inc()
         pending, conn.inbox = conn.inbox, None
         if pending:
             start_inbox(conn, pending, self._metrics)  # in pages paced by acks
+        if self.on_greeted is not None:
+            self.on_greeted(conn)
 
     def rearm_expiry(self, conn: Connection) -> None:
         assert conn.claims is not None
@@ -203,11 +210,11 @@ class Lifecycle:
         self._metrics.rooms.set(hub.room_count())
         if conn.uid is None or self.stopping:
             return  # stopping: released with every other entry of this node, in one batch
-        announce = self._settings.rooms.presence_events
+        rules = rules_for(self._settings.rooms)
         try:
             for room in rooms:
                 await self._backend.presence_leave(
-                    Membership(room, conn.uid, conn.conn_id), announce
+                    Membership(room, conn.uid, conn.conn_id), rules.of(room).presence_events
                 )
             await self.release(conn)
         except BackendUnavailable:

@@ -155,6 +155,16 @@ class Metrics:
             multiprocess_mode="livemax",
         )
         self.errors = Counter("squall_err_replies", "err replies, by code", ["code"], registry=r)
+        self.hook_calls = Counter(
+            "squall_hook_calls",
+            "Application hook calls, by hook and outcome "
+            "(allow, refuse, failed_open, failed_closed)",
+            ["hook", "outcome"],
+            registry=r,
+        )
+
+    def count_hook(self, hook: str, outcome: str) -> None:
+        self.hook_calls.labels(hook, outcome).inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition: this registry, or every worker's together."""

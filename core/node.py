@@ -25,6 +25,7 @@ from core.clock import Clock
 from core.config import Settings
 from core.errors import BackendUnavailable
 from core.gate import Gate
+from core.hooks.build import build_hooks
 from core.hub import Hub
 from core.lifecycle import Lifecycle
 from core.metrics import Metrics
@@ -73,6 +74,9 @@ class Node:
         self.gate = Gate(
             settings, backend, verifier, metrics, self.hub, self.life, self.router.on_command
         )
+        #: the application's hooks (docs/hooks.md); none configured: every call skipped
+        self.hooks = build_hooks(settings, clock, metrics.count_hook)
+        self.gate.hooks = self.hooks
         #: writes this node's cluster stats record (``/api/stats``) while started
         self.stats = StatsReporter(self, settings.server.stats_interval_s)
 
@@ -97,6 +101,7 @@ class Node:
         batch, before it disconnects.
         """
         await self.life.stop()
+        await self.hooks.close()
         await self.stats.stop()
         try:
             await self.backend.close()

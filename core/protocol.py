@@ -43,6 +43,7 @@ from core.client_frames import (
     PresenceFrame,
     PubFrame,
     RefreshFrame,
+    RpcFrame,
     SendFrame,
 )
 from core.codes import CloseCode, ErrCode, should_reconnect
@@ -77,6 +78,7 @@ __all__ = [
     "PubFrame",
     "RefreshFrame",
     "RequestError",
+    "RpcFrame",
     "SendFrame",
     "bye",
     "data_from_json",
@@ -107,6 +109,8 @@ MAX_UID_BYTES: Final = 256
 MAX_MID_CHARS: Final = 128
 #: ``epoch`` in ``join``: 1 to 128 characters (the server issues them, they are short).
 MAX_EPOCH_CHARS: Final = 128
+#: ``method`` in ``rpc``: 1 to 128 characters.
+MAX_METHOD_CHARS: Final = 128
 
 _UINT_LIMIT: Final = 2**64
 # Unicode category Cc: C0 controls, DEL and C1 controls.
@@ -313,7 +317,10 @@ def _build_join(obj: dict[Any, Any], rid: int | None) -> JoinFrame:
     epoch = obj.get("epoch")
     if epoch is not None:
         epoch = _text(epoch, "epoch", rid, MAX_EPOCH_CHARS)
-    return JoinFrame(request_id, room, since, epoch)
+    room_token = obj.get("token")
+    if room_token is not None:
+        room_token = _text(room_token, "token", rid, MAX_TOKEN_CHARS)
+    return JoinFrame(request_id, room, since, epoch, room_token)
 
 
 def _build_leave(obj: dict[Any, Any], rid: int | None) -> LeaveFrame:
@@ -331,6 +338,13 @@ def _build_send(obj: dict[Any, Any], rid: int | None) -> SendFrame:
     if not isinstance(to, str) or not _is_utf8(to) or not 0 < len(to.encode()) <= MAX_UID_BYTES:
         raise _invalid("to", rid)
     return SendFrame(request_id, to, _data(obj, rid))
+
+
+def _build_rpc(obj: dict[Any, Any], rid: int | None) -> RpcFrame:
+    request_id = _request_id(obj, rid)
+    method = _text(_require(obj, "method", rid), "method", rid, MAX_METHOD_CHARS)
+    data = _data(obj, rid) if "data" in obj else pack_data(None)
+    return RpcFrame(request_id, method, data)
 
 
 def _build_ack(obj: dict[Any, Any], rid: int | None) -> AckFrame:
@@ -359,6 +373,7 @@ _BUILDERS: Final[Mapping[str, Callable[[dict[Any, Any], int | None], ClientFrame
     "ack": _build_ack,
     "presence": _build_presence,
     "ping": _build_ping,
+    "rpc": _build_rpc,
 }
 
 

@@ -9,7 +9,9 @@ Every request gets exactly one ``ok`` or ``err`` (``ping`` gets ``pong``).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from dataclasses import replace
 from functools import partial
 
 from core.auth import Claims, room_allowed
@@ -28,8 +30,21 @@ from core.backend.base import (
 )
 from core.config import Settings
 from core.connection import Connection
-from core.errors import Refusal
+from core.errors import AuthError, Refusal
+from core.hooks.ask import ask, refusal_error, rewritten, unavailable_error
+from core.hooks.contract import (
+    HookFailed,
+    JoinRequest,
+    PubAnswer,
+    PubRequest,
+    Refuse,
+    RpcAnswer,
+    RpcRequest,
+    SendAnswer,
+    SendRequest,
+)
 from core.inbox_delivery import QUOTA_REASON, acks_owed, check_recipient, inbox_acked
+from core.namespaces import RoomPolicy, rules_for
 from core.node import Node
 from core.outbound import Outbound
 from core.protocol import (
@@ -46,10 +61,12 @@ from core.protocol import (
     PubFrame,
     RefreshFrame,
     RequestError,
+    RpcFrame,
     SendFrame,
     decode,
     encode_msg,
     error_frame,
+    msgpack_to_json_value,
     ok,
     pong,
 )
@@ -75,6 +92,10 @@ class Session:
         self._settings = node.settings
         self._clock = node.clock
         self._metrics = node.metrics
+        self._hooks = node.hooks
+        self._verifier = node.verifier
+        self._rules = rules_for(node.settings.rooms)
+        self._life.on_greeted = self._greeted
 
     async def handle(self, conn: Connection, message: bytes | str) -> None:
         """Process one inbound WebSocket message of ``conn``."""
@@ -105,6 +126,7 @@ class Session:
             return
         # A pub to a joined room is charged inside the publish (one backend round trip
         # for both); every other frame is charged here.
+        # (with a pub hook, the publisher charges a batch before asking the hook)
         charged_by_publish = isinstance(frame, PubFrame) and frame.room in conn.rooms
         # Acks of the inbox pages this node sent are free (core/inbox_delivery.py).
         free = charged_by_publish or (isinstance(frame, AckFrame) and acks_owed(conn, frame.mids))
@@ -193,6 +215,8 @@ class Session:
             await self._presence(conn, frame)
         elif isinstance(frame, RefreshFrame):
             await self._refresh(conn, frame)
+        elif isinstance(frame, RpcFrame):
+            await self._rpc(conn, frame)
         elif isinstance(frame, AuthFrame):
             raise RequestError(ErrCode.CONFLICT, "already authenticated", None)
 
@@ -203,50 +227,97 @@ class Session:
         return conn.claims
 
     async def _join(self, conn: Connection, f: JoinFrame) -> None:
-        if not room_allowed(self._claims(conn), f.room):
+        policy = self._rules.of(f.room)
+        if policy.join == "token":
+            self._check_room_token(conn, f)
+        elif not room_allowed(self._claims(conn), f.room):
             raise RequestError(ErrCode.FORBIDDEN, "room not allowed", f.id)
         if f.room in conn.rooms:
             raise RequestError(ErrCode.CONFLICT, "already joined", f.id)
         if len(conn.rooms) >= self._settings.limits.max_rooms_per_connection:
             raise RequestError(ErrCode.FORBIDDEN, "too many rooms for this connection", f.id)
         assert conn.uid is not None
+        if self._hooks.enabled("join"):
+            request = JoinRequest(conn.uid, conn.conn_id, f.room, conn.meta or {})
+            await ask(self._hooks, "join", request, f.id)
+            if conn.closed:
+                return
+            if f.room in conn.rooms:  # a server-side join of the same room meanwhile
+                raise RequestError(ErrCode.CONFLICT, "already joined", f.id)
+        since = f.since if policy.recovery else None
+        await self._join_room(conn, f.room, policy, since, f.epoch, f.id)
+
+    def _check_room_token(self, conn: Connection, f: JoinFrame) -> None:
+        if f.token is None:
+            raise RequestError(ErrCode.FORBIDDEN, "this room needs a room token", f.id)
+        assert conn.uid is not None
+        try:
+            self._verifier.verify_room(f.token, f.room, conn.uid)
+        except AuthError as e:
+            raise RequestError(ErrCode.FORBIDDEN, f"invalid room token: {e.reason}", f.id) from None
+
+    async def _join_room(
+        self,
+        conn: Connection,
+        room: str,
+        policy: RoomPolicy,
+        since: int | None,
+        epoch: str | None,
+        request_id: int | None,
+    ) -> None:
+        """Make ``conn`` a member of ``room``; answer ``ok`` (a client's ``join``) or
+        ``joined`` (a server-side room, ``request_id`` None)."""
+        assert conn.uid is not None
         # Join locally first with a buffer, so live messages arriving while history
         # is fetched are neither lost nor sent out of order.
-        conn.joining[f.room] = []
-        self._hub.add_member(f.room, conn)
+        conn.joining[room] = []
+        self._hub.add_member(room, conn)
         self._metrics.rooms.set(self._hub.room_count())
-        membership = Membership(f.room, conn.uid, conn.conn_id)
+        membership = Membership(room, conn.uid, conn.conn_id)
+        announce = policy.presence_events
         try:
-            await self._subs.sync(f.room)
-            if f.since is not None:
-                rec = await self._backend.recover(f.room, f.since, f.epoch)
+            await self._subs.sync(room)
+            if since is not None:
+                rec = await self._backend.recover(room, since, epoch)
                 history, position, recovered = rec.publications, rec.position, rec.recovered
             else:
-                history, position, recovered = [], await self._backend.position(f.room), False
-            await self._backend.presence_join(membership, self._settings.rooms.presence_events)
-            if f.room in conn.rooms:
-                conn.memberships[f.room] = membership
+                history, position, recovered = [], await self._backend.position(room), False
+            await self._backend.presence_join(membership, announce)
+            if room in conn.rooms:
+                conn.memberships[room] = membership
         except BackendUnavailable:
-            self._hub.remove_member(f.room, conn)
+            conn.joining.pop(room, None)
+            self._hub.remove_member(room, conn)
             self._metrics.rooms.set(self._hub.room_count())
-            self._life.spawn(self._quiet_sync(f.room))
+            self._life.spawn(self._quiet_sync(room))
             raise
         if conn.closed:
             # closed() already ran for this connection's rooms; undo our membership.
-            await self._backend.presence_leave(membership, self._settings.rooms.presence_events)
+            await self._backend.presence_leave(membership, announce)
             return
         self._catchup.seen(f.room, position.epoch, position.seq)
-        last = f.since if f.since is not None else position.seq
+        last = since if since is not None else position.seq
         for pub in history:
             if pub.seq > last:
                 conn.send(Outbound(partial(encode_msg, pub)))
                 last = pub.seq
         last = max(last, position.seq)
-        self._reply(
-            conn,
-            ok(f.id, room=f.room, seq=position.seq, epoch=position.epoch, recovered=recovered),
-        )
-        buffered = conn.joining.pop(f.room, [])
+        if request_id is None:
+            self._reply(
+                conn, {"t": "joined", "room": room, "seq": position.seq, "epoch": position.epoch}
+            )
+        else:
+            self._reply(
+                conn,
+                ok(
+                    request_id,
+                    room=room,
+                    seq=position.seq,
+                    epoch=position.epoch,
+                    recovered=recovered,
+                ),
+            )
+        buffered = conn.joining.pop(room, [])
         for pub in buffered:
             if pub.seq > last and pub.epoch == position.epoch:
                 conn.send(Outbound(partial(encode_msg, pub)))
@@ -267,7 +338,7 @@ class Session:
         self._metrics.rooms.set(self._hub.room_count())
         self._reply(conn, ok(f.id, room=f.room))
         await self._backend.presence_leave(
-            Membership(f.room, conn.uid, conn.conn_id), self._settings.rooms.presence_events
+            Membership(f.room, conn.uid, conn.conn_id), self._rules.of(f.room).presence_events
         )
         await self._subs.sync(f.room)
 
@@ -284,6 +355,10 @@ class Session:
             raise RequestError(ErrCode.FORBIDDEN, "room not allowed", f.id)
         if f.room not in conn.rooms:
             raise RequestError(ErrCode.FORBIDDEN, "join the room before publishing", f.id)
+        rule = self._rules.of(f.room).publish
+        if rule != "members":
+            who = "only the server publishes" if rule == "server" else "nobody publishes"
+            raise RequestError(ErrCode.FORBIDDEN, f"{who} in this room", f.id)
         if not self._backend.available:
             # Not subscribed: an ok now could not promise delivery to this node's members.
             raise RequestError(
@@ -298,7 +373,7 @@ class Session:
             conn.uid,
             self._life.now_ms(),
             origin=f"{conn.conn_id}:{f.id}",
-            rate=self._rate_spec(conn),
+            rate=None if self._hooks.enabled("pub") else self._rate_spec(conn),
         )
         queue = conn.pubq
         if queue is None:
@@ -312,6 +387,10 @@ class Session:
         try:
             while conn.pubq:
                 batch, conn.pubq = conn.pubq, []
+                if self._hooks.enabled("pub"):
+                    batch = await self._pub_hooks(conn, await self._charge(conn, batch))
+                    if not batch:
+                        continue
                 outcomes = await self._backend.publish_many([r for _, r in batch])
                 for (rid, _), outcome in zip(batch, outcomes, strict=True):
                     if isinstance(outcome, Publication):
@@ -329,6 +408,65 @@ class Session:
         finally:
             conn.pubq = None
 
+    async def _charge(
+        self, conn: Connection, batch: list[tuple[int, PublishRequest]]
+    ) -> list[tuple[int, PublishRequest]]:
+        """Charge a batch of pubs to the rate limit before the pub hook sees them (the
+        charges run concurrently): a pub the application refuses still counts, and a
+        flood is answered 429 without reaching the application. The ones within the
+        limit, in order."""
+        spec = self._rate_spec(conn)
+        retries = await asyncio.gather(
+            *(self._backend.rate_hit(spec.key, spec.limit, spec.window_s) for _ in batch),
+            return_exceptions=True,
+        )
+        kept: list[tuple[int, PublishRequest]] = []
+        for (rid, request), retry in zip(batch, retries, strict=True):
+            if isinstance(retry, BackendUnavailable):
+                self._metrics.backend_errors.inc()
+                retry = 0.0  # as _rate_ok: the rate limit is not a security check
+            elif isinstance(retry, BaseException):
+                raise retry
+            if retry > 0:
+                conn.pending_pubs.pop(rid, None)
+                self._rate_limited(conn, rid, retry)
+            else:
+                kept.append((rid, request))
+        return kept
+
+    async def _pub_hooks(
+        self, conn: Connection, batch: list[tuple[int, PublishRequest]]
+    ) -> list[tuple[int, PublishRequest]]:
+        """Ask the pub hook about every pub of ``batch`` at once (pipelined: the calls
+        overlap, bounded by ``hooks.max_concurrency``); the allowed ones, rewritten,
+        in their order. Refused and failed ones are answered ``err`` here."""
+        assert conn.uid is not None
+        uid, cid, meta = conn.uid, conn.conn_id, conn.meta or {}
+        answers = await self._hooks.call_many(
+            "pub",
+            [PubRequest(uid, cid, r.room, msgpack_to_json_value(r.data), meta) for _, r in batch],
+        )
+        allowed: list[tuple[int, PublishRequest]] = []
+        for (rid, request), answer in zip(batch, answers, strict=True):
+            error: RequestError | None = None
+            if isinstance(answer, PubAnswer):
+                try:
+                    data = rewritten(request.data, answer.data, rid)
+                except RequestError as e:
+                    error = e
+                else:
+                    allowed.append((rid, replace(request, data=data)))
+                    continue
+            elif isinstance(answer, Refuse):
+                error = refusal_error(answer, rid)
+            elif isinstance(answer, HookFailed):
+                error = unavailable_error(rid)
+            else:
+                raise RuntimeError("pub hook answered with an unexpected type")
+            conn.pending_pubs.pop(rid, None)
+            self._reply_err(conn, error)
+        return allowed
+
     def overloaded(self, conn: Connection, message: bytes | str) -> None:
         """Answer a frame that arrived while too many wait for the consumer: 429.
 
@@ -343,8 +481,14 @@ class Session:
         self._rate_limited(conn, rid, 1.0)
 
     async def _presence(self, conn: Connection, f: PresenceFrame) -> None:
-        if not room_allowed(self._claims(conn), f.room):
+        policy = self._rules.of(f.room)
+        # members may ask (a token room or a server-side room is outside the claim)
+        if f.room not in conn.rooms and (
+            policy.join == "token" or not room_allowed(self._claims(conn), f.room)
+        ):
             raise RequestError(ErrCode.FORBIDDEN, "room not allowed", f.id)
+        if not policy.presence:
+            raise RequestError(ErrCode.FORBIDDEN, "presence is off in this room", f.id)
         users = await self._backend.presence_members(f.room)
         self._reply(conn, ok(f.id, users=users))
 
@@ -353,11 +497,19 @@ class Session:
     async def _send(self, conn: Connection, f: SendFrame) -> None:
         assert conn.uid is not None
         await check_recipient(self._backend, self._settings, conn.uid, f.to, f.id)
+        data = f.data
+        if self._hooks.enabled("send"):
+            request = SendRequest(
+                conn.uid, conn.conn_id, f.to, msgpack_to_json_value(f.data), conn.meta or {}
+            )
+            answer = await ask(self._hooks, "send", request, f.id)
+            assert isinstance(answer, SendAnswer)
+            data = rewritten(f.data, answer.data, f.id)
         dm = DirectMessage(
             mid=secrets.token_urlsafe(12),
             to_uid=f.to,
             from_uid=conn.uid,
-            data=f.data,
+            data=data,
             ts=self._life.now_ms(),
         )
         try:
@@ -375,6 +527,7 @@ class Session:
             raise RequestError(code, result.message, f.id)
         if result.sub != conn.uid:
             raise RequestError(ErrCode.FORBIDDEN, "token is for another user", f.id)
+        await self._gate.refresh_hook(conn, result, f.id)
         conn.claims = result
         await leave_disallowed(
             conn,
@@ -387,6 +540,42 @@ class Session:
         )
         self._life.rearm_expiry(conn)
         self._reply(conn, ok(f.id, exp=result.exp * 1000))
+
+    # -- rpc and server-side rooms -----------------------------------------------
+
+    async def _rpc(self, conn: Connection, f: RpcFrame) -> None:
+        """``rpc``: the application's rpc hook answers; ``ok`` carries its ``data``."""
+        if not self._hooks.enabled("rpc"):
+            raise RequestError(ErrCode.NOT_FOUND, "no rpc handler", f.id)
+        assert conn.uid is not None
+        request = RpcRequest(
+            conn.uid, conn.conn_id, f.method, msgpack_to_json_value(f.data), conn.meta or {}
+        )
+        answer = await ask(self._hooks, "rpc", request, f.id)
+        assert isinstance(answer, RpcAnswer)
+        self._reply(conn, ok(f.id, data=answer.data))
+
+    def _greeted(self, conn: Connection) -> None:
+        if conn.auto_rooms:
+            self._life.spawn(self._auto_join(conn))
+
+    async def _auto_join(self, conn: Connection) -> None:
+        """Join the server-side rooms listed in ``welcome``, each answered ``joined``.
+
+        No ``rooms`` claim, namespace join rule or join hook applies: the application
+        granted these rooms (a signed token, or its connect hook). A room that cannot
+        be joined (backend down, over the per-connection limit) is skipped and logged.
+        """
+        limit = self._settings.limits.max_rooms_per_connection
+        for room in conn.auto_rooms:
+            if conn.closed:
+                return
+            if room in conn.rooms or len(conn.rooms) >= limit:
+                continue
+            try:
+                await self._join_room(conn, room, self._rules.of(room), None, None, None)
+            except BackendUnavailable:
+                self._metrics.backend_errors.inc()
 
 
 async def deliver_dm(backend: Backend, settings: Settings, dm: DirectMessage) -> tuple[bool, bool]:
@@ -414,4 +603,5 @@ _FRAME_TYPES: dict[type, str] = {
     AckFrame: "ack",
     PresenceFrame: "presence",
     PingFrame: "ping",
+    RpcFrame: "rpc",
 }

@@ -24,6 +24,8 @@ declare namespace Squall {
     exp: number;
     /** the subprotocol in use (extension, docs/protocol.md) */
     subprotocol?: "squall.v1.json" | "squall.v1.msgpack";
+    /** server-side rooms joined right after welcome, each confirmed by `joined` */
+    rooms?: string[];
   }
 
   interface RoomMessage extends Frame {
@@ -99,6 +101,10 @@ declare namespace Squall {
     epoch: string | null;
     joined: boolean;
     recovered: boolean | null;
+    /** a room token, sent again on rejoin */
+    token?: string | null;
+    /** a server-side room (rooms_auto claim, connect hook): the server rejoins it */
+    serverSide?: boolean;
   }
 
   interface RejoinEvent {
@@ -192,11 +198,14 @@ declare namespace Squall {
     off<E extends keyof EventMap>(event: E, fn: EventMap[E]): void;
     connect(): Promise<Welcome>;
     close(code?: number, reason?: string): void;
-    join(room: string): Promise<JoinOk>;
+    /** `token`: a room token, for rooms whose namespace requires one */
+    join(room: string, token?: string): Promise<JoinOk>;
     leave(room: string): Promise<Frame>;
     publish(room: string, data: unknown): Promise<number>;
     send(to: string, data: unknown): Promise<SendOk>;
     presence(room: string): Promise<string[]>;
+    /** call a method of the application (its rpc hook); resolves with the result data */
+    rpc(method: string, data?: unknown): Promise<unknown>;
     /** round trip, ms */
     ping(): Promise<number>;
     refresh(token: string): Promise<Frame>;

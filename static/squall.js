@@ -542,15 +542,20 @@
         opened.ws.close(1000, "");
         return;
       }
+      // server-side rooms are joined again by the server (listed in the new welcome)
+      for (const [name, st] of Array.from(this._rooms.entries())) {
+        if (st.serverSide) this._rooms.delete(name);
+      }
       this._attach(opened.ws, opened.welcome);
       this._rejoin(opened.ws);
     }
 
     async _rejoin(ws) {
-      const states = Array.from(this._rooms.values()).filter((s) => s.joined);
+      const states = Array.from(this._rooms.values()).filter((s) => s.joined && !s.serverSide);
       const results = await Promise.allSettled(
         states.map((s) => {
           const frame = { t: "join", room: s.name };
+          if (s.token) frame.token = s.token;
           if (s.seq !== null && s.epoch !== null) {
             frame.since = s.seq;
             frame.epoch = s.epoch;
@@ -671,13 +676,18 @@
       });
     }
 
-    /** Join a room; resolves with the ok {room, seq, epoch, recovered}. Rejoined after reconnects. */
-    async join(room) {
+    /**
+     * Join a room; resolves with the ok {room, seq, epoch, recovered}. Rejoined after reconnects.
+     * `token`: a room token, for rooms whose namespace requires one.
+     */
+    async join(room, token) {
       if (this._rooms.has(room)) throw new RequestFailed(409, "already joined");
-      const state = { name: room, seq: null, epoch: null, joined: false, recovered: null };
+      const state = { name: room, seq: null, epoch: null, joined: false, recovered: null, token: token || null };
       this._rooms.set(room, state);
+      const frame = { t: "join", room: room };
+      if (token) frame.token = token;
       try {
-        return await this._request({ t: "join", room: room }, (ok) => this._joined(state, ok, false));
+        return await this._request(frame, (ok) => this._joined(state, ok, false));
       } catch (err) {
         if (!state.joined && this._rooms.get(room) === state) this._rooms.delete(room);
         throw err;
@@ -697,6 +707,12 @@
     /** Private message; resolves with {mid, online, queued}. */
     send(to, data) {
       return this._request({ t: "send", to: to, data: data });
+    }
+
+    /** Call a method of the application (its rpc hook); resolves with the result data. */
+    async rpc(method, data) {
+      const ok = await this._request({ t: "rpc", method: method, data: data === undefined ? null : data });
+      return ok.data;
     }
 
     /** User ids in the room, across all nodes. */
@@ -760,6 +776,14 @@
           if (p.onOk) p.onOk(frame);
           p.resolve(frame);
         }
+      } else if (t === "joined") {
+        // a server-side room (rooms_auto claim, connect hook), listed in welcome
+        let st = this._rooms.get(frame.room);
+        if (!st) {
+          st = { name: frame.room, seq: null, epoch: null, joined: false, recovered: null, serverSide: true };
+          this._rooms.set(frame.room, st);
+        }
+        this._joined(st, frame, false);
       } else if (t === "msg") {
         const s = this._rooms.get(frame.room);
         if (!s || typeof frame.seq !== "number") return;

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -111,6 +111,14 @@ class BackendOptions:
     session_ttl_s: float = 50.0
     #: announce presence ``leave`` when a dead node's memberships are reaped
     presence_events: bool = True
+    #: per-room ``(history_size, history_ttl_s)`` (room namespaces); None: the two above
+    room_history: Callable[[str], tuple[int, int]] | None = None
+
+    def history_for(self, room: str) -> tuple[int, int]:
+        """``(history_size, history_ttl_s)`` of ``room``."""
+        if self.room_history is None:
+            return self.history_size, self.history_ttl_s
+        return self.room_history(room)
 
 
 #: Bytes counted per inbox message on top of its data and ids (frame keys, ts, flags).

@@ -327,7 +327,7 @@ class MemoryBackend(Backend):
             self._maybe_purge()
             state = _Room(epoch=secrets.token_hex(8), history=deque())
             # A room nobody publishes to still expires, so position() cannot leak.
-            self._rooms.put(room, state, self._deadline(self.options.history_ttl_s))
+            self._rooms.put(room, state, self._deadline(self.options.history_for(room)[1]))
         return state
 
     async def publish(
@@ -347,9 +347,10 @@ class MemoryBackend(Backend):
         state.seq += 1
         pub = Publication(room, state.seq, state.epoch, from_uid, ts, data, origin)
         state.history.append(pub)
-        while len(state.history) > self.options.history_size:
+        size, ttl_s = self.options.history_for(room)
+        while len(state.history) > size:
             state.history.popleft()
-        self._rooms.put(room, state, self._deadline(self.options.history_ttl_s))
+        self._rooms.put(room, state, self._deadline(ttl_s))
         if self._listener is not None and room in self._subscribed:
             asyncio.get_running_loop().call_soon(self._deliver_publication, pub)
         return pub

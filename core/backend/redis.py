@@ -321,12 +321,13 @@ class RedisBackend(SecurityRecords, Backend):
         k = self._keys
         # The script prepends the array header and [seq, epoch] (see redis_codec).
         tail = publication_tail(from_uid, ts, data, origin)
+        size, ttl_s = self.options.history_for(room)
         args: tuple[Any, ...] = (
             k.room_channel(room),
             tail,
             secrets.token_hex(8),
-            self.options.history_size,
-            expiry_ms(self.options.history_ttl_s),
+            size,
+            expiry_ms(ttl_s),
         )
         keys: tuple[str, ...] = (k.room_meta(room), k.room_history(room))
         if rate is None:
@@ -361,12 +362,13 @@ class RedisBackend(SecurityRecords, Backend):
         calls: list[tuple[lua.Script, Sequence[str], Sequence[Any]]] = []
         for r in requests:
             tail = publication_tail(r.from_uid, r.ts, r.data, r.origin)
+            size, ttl_s = self.options.history_for(r.room)
             args: tuple[Any, ...] = (
                 k.room_channel(r.room),
                 tail,
                 secrets.token_hex(8),
-                self.options.history_size,
-                expiry_ms(self.options.history_ttl_s),
+                size,
+                expiry_ms(ttl_s),
             )
             keys: tuple[str, ...] = (k.room_meta(r.room), k.room_history(r.room))
             if r.rate is None:
@@ -406,7 +408,7 @@ class RedisBackend(SecurityRecords, Backend):
             (k.room_meta(room), k.room_history(room)),
             (
                 secrets.token_hex(8),
-                expiry_ms(self.options.history_ttl_s),
+                expiry_ms(self.options.history_for(room)[1]),
                 "" if since is None else since,
                 epoch or "",
             ),

@@ -34,6 +34,8 @@ from core.backend.base import (
     inbox_size,
 )
 from core.backend.memory import PURGE_INTERVAL_S, MemoryBackend
+from core.config import RoomsConfig
+from core.namespaces import RoomRules, parse_namespaces
 from tests.contract.conftest import Harness, Recorder
 
 pytestmark = pytest.mark.gen_test(timeout=20)
@@ -207,6 +209,45 @@ async def test_history_expires_after_last_publish_and_a_new_epoch_begins(
     assert (stale.recovered, stale.publications) == (False, [])
     pub = await b.publish("r", b"", None, 0)
     assert (pub.seq, pub.epoch) == (1, new.epoch)
+
+
+async def test_room_namespaces_give_each_room_its_own_history_size(harness: Harness) -> None:
+    """rooms.namespaces: history size per room, through publish and publish_many."""
+    rules = RoomRules(
+        RoomsConfig(
+            history_size=4,
+            namespaces=parse_namespaces(
+                [{"pattern": "none:*", "history_size": 0}, {"pattern": "big:*", "history_size": 6}]
+            ),
+        )
+    )
+    b = await harness.make_backend(history_size=4, room_history=rules.history)
+    for room in ("none:a", "big:a", "plain"):
+        for i in range(8):
+            await b.publish(room, b"%d" % i, None, i)
+        await b.publish_many([PublishRequest(room, b"x", None, 0) for _ in range(2)])
+    kept = {}
+    for room in ("none:a", "big:a", "plain"):
+        rec = await b.recover(room, 0, None)
+        assert rec.position.seq == 10
+        kept[room] = [p.seq for p in rec.publications]
+    assert kept == {"none:a": [], "big:a": [5, 6, 7, 8, 9, 10], "plain": [7, 8, 9, 10]}
+
+
+async def test_room_namespaces_give_each_room_its_own_history_ttl(harness: Harness) -> None:
+    rules = RoomRules(
+        RoomsConfig(
+            history_ttl_s=60,
+            namespaces=parse_namespaces([{"pattern": "brief:*", "history_ttl_s": 1}]),
+        )
+    )
+    b = await harness.make_backend(history_ttl_s=60, room_history=rules.history)
+    await b.publish("brief:a", b"", None, 0)
+    await b.publish("long", b"", None, 0)
+    brief, long = await b.position("brief:a"), await b.position("long")
+    await harness.advance(1.2)
+    assert (await b.position("brief:a")).epoch != brief.epoch  # expired: a new epoch
+    assert await b.position("long") == long
 
 
 # -- presence --------------------------------------------------------------------
