@@ -295,7 +295,7 @@ class Session:
             # closed() already ran for this connection's rooms; undo our membership.
             await self._backend.presence_leave(membership, announce)
             return
-        self._catchup.seen(f.room, position.epoch, position.seq)
+        self._catchup.seen(room, position.epoch, position.seq)
         last = since if since is not None else position.seq
         for pub in history:
             if pub.seq > last:
@@ -322,7 +322,7 @@ class Session:
             if pub.seq > last and pub.epoch == position.epoch:
                 conn.send(Outbound(partial(encode_msg, pub)))
                 last = pub.seq
-        self._catchup.joined(f.room, conn.conn_id, position.epoch, last)
+        self._catchup.joined(room, conn.conn_id, position.epoch, last)
 
     async def _quiet_sync(self, room: str) -> None:
         try:
