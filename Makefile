@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest redis browser screenshots bench clean
+.PHONY: run test lint typecheck pytest redis browser screenshots bench chaos soak clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -n "$(PYTHON)" || { echo "need python3.11"; exit 1; }
@@ -38,6 +38,17 @@ screenshots: $(STAMP) redis browser
 	SQUALL_SCREENSHOTS=1 $(PY) -m pytest tests/browser -q
 
 test: lint typecheck pytest
+
+# Faults and storms at the issue's scale (real nodes, Redis, a TCP fault proxy; ~10 min);
+# figures printed and appended to bench/results/chaos.jsonl. `make test` runs a short
+# version of every scenario. `make soak`: the 30,000-connect churn (~6 min).
+chaos: $(STAMP) redis
+	SQUALL_CHAOS=full SQUALL_CHAOS_RESULTS=bench/results/chaos.jsonl \
+		$(PY) -m pytest tests/chaos -p no:randomly -s -q
+
+soak: $(STAMP) redis
+	SQUALL_CHAOS=soak SQUALL_CHAOS_RESULTS=bench/results/chaos.jsonl \
+		$(PY) -m pytest tests/chaos/test_churn.py -p no:randomly -s -q
 
 $(VENV)/.bench: $(STAMP) bench/requirements.txt
 	$(PY) -m pip install -q -r bench/requirements.txt

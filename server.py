@@ -64,6 +64,7 @@ def build_backend(settings: Settings, node_id: str, clock: Clock) -> Backend:
         offline_max_bytes=settings.offline.max_bytes,
         offline_max_per_sender=settings.offline.max_per_sender,
         session_ttl_s=2 * settings.heartbeat.interval_s,
+        presence_events=settings.rooms.presence_events,
         room_history=rules_for(settings.rooms).history if settings.rooms.namespaces else None,
     )
     if settings.backend.url is None:
@@ -111,17 +112,23 @@ def http_server_options(settings: Settings) -> dict[str, Any]:
 
 
 async def drain(node: Node, drain_s: float) -> None:
-    """Close every connection with 1012, spread over half of ``drain_s``, then wait."""
+    """Close every connection with 1012, spread evenly over half of ``drain_s``, then wait.
+
+    The spread is paced by the clock, not by a per-close sleep: connection ``i`` of
+    ``n`` is closed at ``i / n`` of the window whatever ``n`` is (a sleep per close
+    would be under the timer resolution at large ``n`` and close everyone at once).
+    """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + drain_s
+    start = loop.time()
+    deadline = start + drain_s
     conns = list(node.hub)
     spread = drain_s / 2
-    step = spread / len(conns) if conns else 0.0
+    n = len(conns)
     for i, conn in enumerate(conns):
+        due = start + spread * i / n
+        if due - loop.time() >= 0.005:
+            await asyncio.sleep(due - loop.time())
         conn.close(CloseCode.RESTART, "service restart")
-        # Spread the closes so clients do not all reconnect at the same instant.
-        if step >= 0.001 and i % 10 == 9:
-            await asyncio.sleep(step * 10)
     try:
         await asyncio.wait_for(node.life.wait_empty(), max(0.0, deadline - loop.time()))
     except TimeoutError:

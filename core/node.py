@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 
+from core.admission import AdmissionGate
 from core.auth import TokenVerifier
 from core.backend.base import Backend
+from core.catchup import RoomCatchup
 from core.clock import Clock
 from core.config import Settings
 from core.errors import BackendUnavailable
@@ -55,11 +57,20 @@ class Node:
         self.clock = clock
         self.metrics = metrics
         self.hub = Hub()
-        self.subs = Subscriptions(backend, self.hub)
+        self.subs = Subscriptions(
+            backend, self.hub, on_unsubscribed=lambda room: self.catchup.forget(room)
+        )
         #: flushes every connection's queued frames once per loop iteration
         self.writer = WriteBatcher()
         self.life = Lifecycle(settings, backend, clock, metrics, self.hub, self.subs, self.writer)
         self.router = Router(self.hub, clock, metrics, self.life.spawn, self.life.reregister)
+        #: rooms delivered in order and once; gaps (an outage) caught up from history
+        self.catchup = RoomCatchup(
+            backend, self.hub, self.router.deliver, self.router.ack_origin, self.life.spawn
+        )
+        self.router.catchup = self.catchup
+        #: handshakes queue here (bounded, FIFO) rather than failing at once in a storm
+        self.queue = AdmissionGate()
         self.gate = Gate(
             settings, backend, verifier, metrics, self.hub, self.life, self.router.on_command
         )

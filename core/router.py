@@ -25,6 +25,7 @@ from typing import Any
 
 from core.admission_watch import mark_admitting
 from core.backend.base import NodeCommand, NodeOp, PresenceEvent, Publication
+from core.catchup import RoomCatchup
 from core.clock import Clock
 from core.connection import Connection
 from core.hub import Hub
@@ -54,6 +55,8 @@ class Router:
         self._spawn = spawn
         self._on_recovered = on_recovered
         self._backend_lost = False
+        #: set by the node: room publications go through it (in order, gaps caught up)
+        self.catchup: RoomCatchup | None = None
 
     @property
     def backend_lost(self) -> bool:
@@ -72,12 +75,23 @@ class Router:
     # -- backend listener ----------------------------------------------------------
 
     def on_publication(self, pub: Publication) -> None:
-        start = self._clock.monotonic()
+        if self.catchup is not None:
+            self.catchup.publication(pub)  # calls deliver() in order, once
+        else:
+            self.deliver(pub)
+
+    def ack_origin(self, pub: Publication) -> None:
+        """The ``ok`` of the ``pub`` that produced ``pub``, if on this node and not sent."""
         if pub.origin is not None:
             conn_id, _, rid = pub.origin.rpartition(":")
             origin = self._hub.get(conn_id)
             if origin is not None and rid.isdigit():
                 self.published(origin, int(rid), pub.seq)
+
+    def deliver(self, pub: Publication) -> None:
+        """Fan ``pub`` out to the local members (its publisher's ``ok`` first)."""
+        start = self._clock.monotonic()
+        self.ack_origin(pub)
         out = Outbound(partial(encode_msg, pub))
         sent = self._hub.fanout(pub, out)
         if sent:
@@ -124,6 +138,9 @@ class Router:
         self._metrics.backend_available.set(1 if available else 0)
         if available:
             log.info("backend available")
+            if self.catchup is not None:
+                # resubscribed: what the rooms missed meanwhile comes from history
+                self.catchup.resume_all()
             if self._backend_lost:
                 self._backend_lost = False
                 self._spawn(self._on_recovered())

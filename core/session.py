@@ -85,6 +85,7 @@ class Session:
         self._gate = node.gate
         self._life = node.life
         self._router = node.router
+        self._catchup = node.catchup
         self._hub = node.hub
         self._subs = node.subs
         self._backend = node.backend
@@ -294,6 +295,7 @@ class Session:
             # closed() already ran for this connection's rooms; undo our membership.
             await self._backend.presence_leave(membership, announce)
             return
+        self._catchup.seen(room, position.epoch, position.seq)
         last = since if since is not None else position.seq
         for pub in history:
             if pub.seq > last:
@@ -320,6 +322,7 @@ class Session:
             if pub.seq > last and pub.epoch == position.epoch:
                 conn.send(Outbound(partial(encode_msg, pub)))
                 last = pub.seq
+        self._catchup.joined(room, conn.conn_id, position.epoch, last)
 
     async def _quiet_sync(self, room: str) -> None:
         try:
@@ -356,6 +359,11 @@ class Session:
         if rule != "members":
             who = "only the server publishes" if rule == "server" else "nobody publishes"
             raise RequestError(ErrCode.FORBIDDEN, f"{who} in this room", f.id)
+        if not self._backend.available:
+            # Not subscribed: an ok now could not promise delivery to this node's members.
+            raise RequestError(
+                ErrCode.UNAVAILABLE, "not subscribed: backend unavailable", f.id, 1.0
+            )
         if len(conn.pending_pubs) >= MAX_PUBS_IN_FLIGHT:
             raise RequestError(ErrCode.RATE_LIMITED, "too many pubs in flight", f.id, 1.0)
         conn.pending_pubs[f.id] = None

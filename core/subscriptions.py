@@ -11,6 +11,7 @@ subscribed exactly when the room has members.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from core.backend.base import Backend
 from core.hub import Hub
@@ -21,8 +22,14 @@ __all__ = ["Subscriptions"]
 class Subscriptions:
     """Subscribed rooms of one node."""
 
-    def __init__(self, backend: Backend, hub: Hub) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        hub: Hub,
+        on_unsubscribed: Callable[[str], None] | None = None,
+    ) -> None:
         self._backend = backend
+        self._on_unsubscribed = on_unsubscribed
         self._hub = hub
         self._subscribed: set[str] = set()
         # per room in transition: its lock and how many sync() calls hold or await it
@@ -53,6 +60,8 @@ class Subscriptions:
                 elif not want and room in self._subscribed:
                     await self._backend.unsubscribe_room(room)
                     self._subscribed.discard(room)
+                    if self._on_unsubscribed is not None:
+                        self._on_unsubscribed(room)
         finally:
             users[0] -= 1
             if not users[0]:  # nobody holds or awaits the lock: forget it

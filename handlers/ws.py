@@ -61,6 +61,7 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
 
     def initialize(self, node: Node, session: Session, trusted: TrustedProxies) -> None:
         self.gate = node.gate
+        self.queue = node.queue
         self.life = node.life
         self.conf = node.settings
         self.clock = node.clock
@@ -78,6 +79,8 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
         self._started = self.clock.monotonic()
         self._encoding = Encoding.MSGPACK
         self._opened = False
+        #: on_close ran before open: the client went away during the handshake
+        self._gone = False
         self._counted = False
         # Inbound messages waiting for the connection's consumer task (see on_message).
         self._inbox: deque[str | bytes] | None = None  # created on first use
@@ -96,6 +99,20 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
             self.metrics.handshakes.labels("400").inc()
             extra = {"supported": list(SUPPORTED)}
             return write_json_error(self, 400, "bad_subprotocol", unsupported, extra=extra)
+        reject = gate.capacity_check()
+        if reject is not None:
+            return self._refuse(reject)
+        # A storm queues here (bounded wait, FIFO) instead of overrunning the backend.
+        if not await self.queue.enter():
+            retry = self.queue.retry_after()
+            return self._refuse(Refusal(503, "busy", "node busy: retry after Retry-After", retry))
+        try:
+            await self._admit()
+        finally:
+            self.queue.leave()
+
+    async def _admit(self) -> None:
+        gate = self.gate
         reject = gate.capacity_check()
         if reject is not None:
             return self._refuse(reject)
@@ -166,6 +183,10 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
     def open(self, *args: str, **kwargs: str) -> None:
         conn = self.conn
         assert conn is not None
+        if self._gone:
+            # Reset during the handshake: Tornado already ran on_close and still calls
+            # open. Never register it (nothing would remove it); get() releases it.
+            return
         self._opened = True
         self._uncount()
         self.transport.attach()
@@ -231,10 +252,12 @@ class SquallSocket(SafeRequestMixin, AuthMixin, tornado.websocket.WebSocketHandl
             self.conn.last_seen = self.clock.monotonic()
 
     def on_close(self) -> None:
+        self._gone = True
         self._inbox = None
         if self._consumer is not None:
             # nobody reads the answers any more; cleanup below releases the session
             self._consumer.cancel()
         conn = self.conn
+        self.transport.detach()  # no cycle through the core's Connection (see detach)
         if conn is not None and self._opened:
             self.life.spawn(self.life.closed(conn))

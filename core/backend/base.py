@@ -109,6 +109,8 @@ class BackendOptions:
     #: how long a session record or room membership lives without a refresh
     #: (the composition root sets it to 2 x heartbeat.interval_s)
     session_ttl_s: float = 50.0
+    #: announce presence ``leave`` when a dead node's memberships are reaped
+    presence_events: bool = True
     #: per-room ``(history_size, history_ttl_s)`` (room namespaces); None: the two above
     room_history: Callable[[str], tuple[int, int]] | None = None
 

@@ -155,7 +155,12 @@ class RedisBackend(SecurityRecords, Backend):
         self._client = client
         self._cmd = CommandClient(
             client,
-            (self._scripts.publish, self._scripts.presence_join, self._scripts.presence_leave),
+            (
+                self._scripts.publish,
+                self._scripts.presence_join,
+                self._scripts.presence_leave,
+                self._scripts.presence_refresh,
+            ),
             max_connections,
             socket_timeout_s,
         )
@@ -172,7 +177,6 @@ class RedisBackend(SecurityRecords, Backend):
             on_room=self._on_room,
             on_availability=self._on_availability,
             prepare=self._cmd.load_scripts,
-            publish=self._probe_publish,
             clock=clock,
             retry=reconnect or RetryPolicy(FullJitterBackoff(base=0.05, cap=2.0)),
             probe_interval_s=probe_interval_s,
@@ -270,12 +274,6 @@ class RedisBackend(SecurityRecords, Backend):
             pipe.zrem(k.nodes(), self.node_id)
 
         await self._cmd.pipeline("deregister", build)
-
-    # -- plumbing ----------------------------------------------------------------
-
-    async def _probe_publish(self, channel: bytes, token: bytes) -> None:
-        async with self._cmd.slot():
-            await self._cmd.publish(channel, token)
 
     # -- pub/sub callbacks -----------------------------------------------------
 
@@ -671,7 +669,10 @@ class RedisBackend(SecurityRecords, Backend):
     ) -> int:
         """See :meth:`Backend.refresh`: ONE pipeline (no MULTI), one script per user,
         room and node, each extending live entries only (an expired one stays gone).
-        Also keeps this node listed for :meth:`cluster_counts`."""
+        A room's script also reaps expired memberships of any node (a dead one's) and,
+        with ``presence_events``, publishes a ``leave`` for each user left without
+        one, so the room's other members are told when a node dies. Also keeps this
+        node listed for :meth:`cluster_counts`."""
         k = self._keys
         now = self._now_ms()
         expiry = now + self._session_ttl_ms
@@ -685,6 +686,8 @@ class RedisBackend(SecurityRecords, Backend):
         for m in memberships:
             rooms.setdefault(m.room, []).append(member(m.uid, m.conn_id))
         sha = lua.EXTEND.sha
+        room_sha = self._scripts.presence_refresh.sha
+        announce = self.options.presence_events
 
         def build(pipe: Any) -> None:
             for uid, conns in users.items():
@@ -694,8 +697,10 @@ class RedisBackend(SecurityRecords, Backend):
             for node, members in nodes.items():
                 pipe.execute_command("EVALSHA", sha, 1, k.node_sessions(node), *head, *members)
             for room, members in rooms.items():
+                # also reaps other nodes' expired members, announcing their leave
                 keys = (k.room_presence(room), k.room_presence_lex(room))
-                pipe.execute_command("EVALSHA", sha, 2, *keys, *head, *members)
+                channel = k.room_channel(room) if announce else ""
+                pipe.execute_command("EVALSHA", room_sha, 2, *keys, *head, channel, *members)
             pipe.zremrangebyscore(k.node_sessions(self.node_id), "-inf", now)
             self._index_node(pipe, self.node_id, {})
 

@@ -28,6 +28,7 @@ CONNECTION_CALLS: tuple[tuple[str, str], ...] = (
     ("redis.asyncio.connection.AbstractConnection", "pack_commands"),
     ("redis.asyncio.connection.AbstractConnection", "send_packed_command"),
     ("redis.asyncio.connection.AbstractConnection", "read_response"),
+    ("redis.asyncio.connection.AbstractConnection", "send_command"),
     ("redis.asyncio.connection.ConnectionPool", "connection_class"),
     ("redis.asyncio.connection.ConnectionPool", "connection_kwargs"),
     ("redis.asyncio.cluster.ClusterNode", "connection_class"),
@@ -71,6 +72,11 @@ class RawConnection:
         except AttributeError:
             # redis-py drops the writer when the connection breaks under us
             raise ConnectionError("redis connection lost") from None
+
+    async def command(self, *args: bytes) -> Any:
+        """Send one command and read its reply (for a connection that is not subscribed)."""
+        await self._conn.send_command(*args)
+        return await self._conn.read_response()
 
     async def read(self) -> Any:
         """The next reply (push messages included), waiting as long as it takes."""

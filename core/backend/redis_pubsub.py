@@ -16,7 +16,8 @@ Guarantees of :class:`PubSub`:
   jittered backoff (jittered even the first time, so nodes that lost Redis together
   spread out), reloads the scripts (``prepare``), resubscribes mailbox, probe and
   every wanted channel, and only then reports the node available again. Every
-  ``probe_interval_s`` it publishes a token to the probe channel and expects it back
+  ``probe_interval_s`` it publishes a token to the probe channel (on a connection of
+  its own, never waiting behind commands in the shared pool) and expects it back
   on its own connection within ``probe_timeout_s``; a silent (half-open)
   connection is thus detected within ``probe_interval_s + probe_timeout_s`` and
   rebuilt. On a cluster the topology is re-read before reconnecting.
@@ -72,6 +73,7 @@ class _Link:
     def __init__(
         self,
         conn: RawConnection,
+        prober: RawConnection,
         sharded: bool,
         probe_channel: bytes,
         on_message: Callable[[bytes, bytes], None],
@@ -79,6 +81,10 @@ class _Link:
         name: str = "",
     ) -> None:
         self.conn = conn
+        #: the link's own connection for probe publishes (same server as ``conn``): a
+        #: node busy with a storm of handshakes holding every pooled connection must
+        #: not take its probe's wait for a pool slot for a dead Redis
+        self.prober = prober
         #: the cluster node name (``host:port``) this link is connected to
         self.name = name
         self.probe_channel = probe_channel
@@ -86,6 +92,7 @@ class _Link:
         self._timeout_s = timeout_s
         s = b"s" if sharded else b""
         self._sub, self._unsub, self._message = s + b"subscribe", s + b"unsubscribe", s + b"message"
+        self._publish = s.upper() + b"PUBLISH"
         #: (reply kind, channel, resolved True when confirmed / False when lost)
         self._pending: deque[tuple[bytes, bytes, asyncio.Future[bool]]] = deque()
         self._send_lock = asyncio.Lock()
@@ -94,6 +101,7 @@ class _Link:
 
     async def open(self) -> None:
         await self.conn.connect()
+        await self.prober.connect()
         self.reader = asyncio.ensure_future(self._read())
 
     async def close(self) -> None:
@@ -104,6 +112,7 @@ class _Link:
                 self.reader.exception()  # retrieved: the supervisor already reported it
         self._resolve_all()
         await self.conn.disconnect()
+        await self.prober.disconnect()
 
     @property
     def alive(self) -> bool:
@@ -130,12 +139,13 @@ class _Link:
         if not all(w.result() for w in waiters):
             raise ConnectionError("pub/sub connection lost before confirmation")
 
-    async def probe(self, publish: Callable[[bytes, bytes], Awaitable[None]], token: bytes) -> None:
-        """Publish ``token`` on the probe channel and wait until it comes back here."""
+    async def probe(self, token: bytes) -> None:
+        """Publish ``token`` on the probe channel (own connection) and wait until it
+        comes back here."""
         waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._probe = (token, waiter)
         try:
-            await publish(self.probe_channel, token)
+            await self.prober.command(self._publish, self.probe_channel, token)
             if not await waiter:
                 raise ConnectionError("pub/sub connection lost during the probe")
         finally:
@@ -189,7 +199,7 @@ class PubSub:
     ``client_name``; on a cluster it also names the masters and the slot owners.
     ``mailbox`` is the node's command channel and ``probe_base`` the name its probe
     channels are derived from. ``prepare`` runs before every (re)subscription (the
-    backend loads its scripts there); ``publish`` publishes one probe token.
+    backend loads its scripts there).
     """
 
     def __init__(
@@ -204,7 +214,6 @@ class PubSub:
         on_room: Callable[[str, bytes], None],
         on_availability: Callable[[bool], None],
         prepare: Callable[[], Awaitable[None]],
-        publish: Callable[[bytes, bytes], Awaitable[None]],
         clock: Clock,
         retry: RetryPolicy,
         probe_interval_s: float,
@@ -220,7 +229,6 @@ class PubSub:
         self._on_room = on_room
         self._on_availability = on_availability
         self._prepare = prepare
-        self._publish = publish
         self._clock = clock
         self._retry = retry
         self._probe_interval_s = probe_interval_s
@@ -379,11 +387,13 @@ class PubSub:
                 for i, node in enumerate(self._client.get_primaries()):
                     probe = self._cluster_probe_channel(node.name, i)
                     conn = RawConnection.like(node, self._client_name)
-                    links.append(self._make_link(conn, probe, node.name))
+                    own = RawConnection.like(node, self._client_name + ":probe")
+                    links.append(self._make_link(conn, own, probe, node.name))
                     await links[-1].open()
             else:
                 sub = RawConnection.like(self._client, self._client_name)
-                links.append(self._make_link(sub, self._probe_base.encode()))
+                own = RawConnection.like(self._client, self._client_name + ":probe")
+                links.append(self._make_link(sub, own, self._probe_base.encode()))
                 await links[-1].open()
         except BaseException:
             for link in links:
@@ -391,9 +401,11 @@ class PubSub:
             raise
         return links
 
-    def _make_link(self, conn: RawConnection, probe_channel: bytes, name: str = "") -> _Link:
+    def _make_link(
+        self, conn: RawConnection, prober: RawConnection, probe_channel: bytes, name: str = ""
+    ) -> _Link:
         sharded = isinstance(self._client, RedisCluster)
-        return _Link(conn, sharded, probe_channel, self._dispatch, self._timeout_s, name)
+        return _Link(conn, prober, sharded, probe_channel, self._dispatch, self._timeout_s, name)
 
     def _cluster_probe_channel(self, node_name: str, index: int) -> bytes:
         """A probe channel whose slot the master ``node_name`` owns (one per master)."""
@@ -449,9 +461,7 @@ class PubSub:
         connection, while on a healthy loop the bound is ``probe_timeout_s``.
         """
         token = f"{self._clock.wall():.6f}:{next(self._unique)}".encode()
-        round_ = asyncio.ensure_future(
-            asyncio.gather(*(link.probe(self._publish, token) for link in links))
-        )
+        round_ = asyncio.ensure_future(asyncio.gather(*(link.probe(token) for link in links)))
         waited, step = 0.0, min(0.1, self._probe_timeout_s)
         try:
             while not round_.done():

@@ -128,10 +128,37 @@ local function user_members(lex, uid)
   end
   return found
 end
-local function drop_expired(pres, lex, now)
+"""
+
+# Expired members of a room (their node died, or missed its refreshes) are removed,
+# and for each user left with no live member a presence ``leave`` is published on
+# the room channel (origin: the expired connection), so the room's other members
+# learn it. ``PUB`` is the publish command, set by the script that includes this.
+_REAP = """
+local function uid_of(m)
+  local last = 0
+  local i = string.find(m, '\\0', 1, true)
+  while i do
+    last = i
+    i = string.find(m, '\\0', i + 1, true)
+  end
+  return string.sub(m, 1, last - 1), string.sub(m, last + 1)
+end
+local function reap(pres, lex, now, channel)
   local dead = redis.call('ZRANGEBYSCORE', pres, '-inf', now)
+  if #dead == 0 then return 0 end
   for i = 1, #dead do redis.call('ZREM', lex, dead[i]) end
-  if #dead > 0 then redis.call('ZREMRANGEBYSCORE', pres, '-inf', now) end
+  redis.call('ZREMRANGEBYSCORE', pres, '-inf', now)
+  if channel == '' then return #dead end
+  local told = {}
+  for i = 1, #dead do
+    local uid, conn = uid_of(dead[i])
+    if not told[uid] and #user_members(lex, uid) == 0 then
+      told[uid] = true
+      redis.call(PUB, channel, cmsgpack.pack({'l', uid, conn}))
+    end
+  end
+  return #dead
 end
 """
 
@@ -140,16 +167,18 @@ _PRESENCE_JOIN = (
 -- KEYS: presence (member -> expiry), presence lex. ARGV: now ms, expiry ms, uid,
 -- member, channel ('' = do not announce), event payload, key ttl ms.
 -- Returns 1 when the uid had no live membership of the room before.
+local PUB = '%s'
 """
     + _USER_MEMBERS
+    + _REAP
     + """
-drop_expired(KEYS[1], KEYS[2], ARGV[1])
+reap(KEYS[1], KEYS[2], ARGV[1], ARGV[5])
 local first = #user_members(KEYS[2], ARGV[3]) == 0
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
 redis.call('ZADD', KEYS[2], 0, ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 redis.call('PEXPIRE', KEYS[2], ARGV[7])
-if first and ARGV[5] ~= '' then redis.call('%s', ARGV[5], ARGV[6]) end
+if first and ARGV[5] ~= '' then redis.call(PUB, ARGV[5], ARGV[6]) end
 return first and 1 or 0
 """
 )
@@ -159,18 +188,48 @@ _PRESENCE_LEAVE = (
 -- KEYS: presence, presence lex. ARGV: now ms, uid, member, channel ('' = do not
 -- announce), event payload. Returns 1 when the membership was live and the uid's
 -- last in the room.
+local PUB = '%s'
 """
     + _USER_MEMBERS
+    + _REAP
     + """
 local now = tonumber(ARGV[1])
 local score = redis.call('ZSCORE', KEYS[1], ARGV[3])
 redis.call('ZREM', KEYS[1], ARGV[3])
 redis.call('ZREM', KEYS[2], ARGV[3])
 if not score or tonumber(score) <= now then return 0 end
-drop_expired(KEYS[1], KEYS[2], ARGV[1])
+reap(KEYS[1], KEYS[2], ARGV[1], ARGV[4])
 if #user_members(KEYS[2], ARGV[2]) > 0 then return 0 end
-if ARGV[4] ~= '' then redis.call('%s', ARGV[4], ARGV[5]) end
+if ARGV[4] ~= '' then redis.call(PUB, ARGV[4], ARGV[5]) end
 return 1
+"""
+)
+
+# The heartbeat's refresh of one room's memberships of this node: extend the live
+# ones (as EXTEND), then reap the expired ones of any node, announcing leaves.
+_PRESENCE_REFRESH = (
+    """
+-- KEYS: presence, presence lex. ARGV: now ms, new expiry ms, key ttl ms, channel
+-- ('' = do not announce), member... Returns how many were extended.
+local PUB = '%s'
+"""
+    + _USER_MEMBERS
+    + _REAP
+    + """
+local now = tonumber(ARGV[1])
+local n = 0
+for i = 5, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) > now then
+    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[i])
+    n = n + 1
+  end
+end
+if n > 0 then
+  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+end
+reap(KEYS[1], KEYS[2], ARGV[1], ARGV[4])
+return n
 """
 )
 
@@ -186,6 +245,7 @@ class PublishingScripts:
     publish: Script
     presence_join: Script
     presence_leave: Script
+    presence_refresh: Script
 
 
 # The same publish, first charged to a sliding-window rate log (RATE_HIT's logic)
@@ -220,18 +280,16 @@ def publishing(command: Literal["PUBLISH", "SPUBLISH"]) -> PublishingScripts:
         publish=Script(f"{tag}:publish", _PUBLISH % command),
         presence_join=Script(f"{tag}:presence_join", _PRESENCE_JOIN % command),
         presence_leave=Script(f"{tag}:presence_leave", _PRESENCE_LEAVE % command),
+        presence_refresh=Script(f"{tag}:presence_refresh", _PRESENCE_REFRESH % command),
     )
 
 
 PRESENCE_MEMBERS = Script(
     "presence_members",
     """
--- KEYS: presence, presence lex. ARGV: now ms. Drops expired members, returns the rest.
-"""
-    + _USER_MEMBERS
-    + """
-drop_expired(KEYS[1], KEYS[2], ARGV[1])
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+-- KEYS: presence, presence lex. ARGV: now ms. The live members; expired ones are
+-- left for a reap that announces their leave (see _REAP).
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
 """,
 )
 
