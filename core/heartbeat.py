@@ -64,10 +64,18 @@ class Sweeper:
             self._refreshing = True
             self._life.spawn(self._refresh(sessions, memberships))
 
+    def _live(self, record: SessionRecord) -> bool:
+        """Whether ``record``'s connection is still open and registered."""
+        conn = self._hub.get(record.conn_id)
+        return conn is not None and not conn.closed and conn.record is record
+
     async def _refresh(self, sessions: list[SessionRecord], memberships: list[Membership]) -> None:
         try:
             gone = await self._backend.refresh(sessions, memberships)
-            if gone:
+            # Records of connections that closed (and were released) since the sweep
+            # are gone as they should be; only a live one missing means trouble.
+            gone -= sum(1 for r in sessions if not self._live(r))
+            if gone > 0:
                 # Flushed store, or a refresh that came too late: write them again.
                 log.warning("%d session records were gone; re-registering", gone)
                 await self._life.reregister()
