@@ -35,6 +35,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -623,7 +624,7 @@ async def run_main(argv: list[str]) -> None:
     mode = "short" if args.short else "full"
     retries = args.retries if args.retries is not None else (1 if args.short else 2)
     only = [s for s in args.only.split(",") if s]
-    workroot = Path(f"/tmp/squall-bench-conn-{os.getpid()}")
+    workroot = Path(tempfile.gettempdir()) / f"squall-bench-conn-{os.getpid()}"
     started = time.time()
     suffix = mode if only == list(SCENARIOS) else f"{mode}-{'-'.join(only)}"
     sources = source_hashes()
