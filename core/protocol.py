@@ -1,6 +1,6 @@
 """Squall wire protocol v1: a sans-I/O codec between WebSocket messages and typed frames.
 
-Implements ``/work/shared/PROTOCOL.md`` (summarised, with the choices it leaves open,
+Implements ``../shared/PROTOCOL.md`` (summarised, with the choices it leaves open,
 in ``docs/protocol.md``). Nothing here performs I/O, awaits or keeps state between
 calls: the WebSocket handler feeds in what Tornado's ``on_message`` returns and writes
 out what the encoders return.

@@ -80,8 +80,9 @@ async def test_browser_client_rpc_room_token_and_server_side_rooms(
     nodes: NodeFactory, tmp_path: Path
 ) -> None:
     flags = _node_websocket_flags()
-    if NODE is None or flags is None:
-        pytest.skip("node with a global WebSocket is not installed")
+    assert NODE is not None and flags is not None, (
+        "node with a global WebSocket is required (make test installs Debian's nodejs)"
+    )
     node = await nodes(CONF)
     script = tmp_path / "drive.js"
     script.write_text(BROWSER_SCRIPT)
