@@ -21,6 +21,7 @@ one core (``client_cpu_util`` < ~0.9), or the clients, not the server, set the p
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -188,6 +189,30 @@ def _foreign(
     return max(0.0, (after[cpu] - before[cpu] - ours) / wall)
 
 
+async def wait_quiet(threshold: float, limit_s: float, window_s: float = 1.0) -> float:
+    """Until the machine's busy time over ``window_s`` is below ``threshold`` cores
+    (call it while the benchmark's own processes idle: it counts them too), at most
+    ``limit_s``; returns the seconds waited."""
+    started = time.monotonic()
+    while True:
+        b0 = cpu_busy()
+        await asyncio.sleep(window_s)
+        b1 = cpu_busy()
+        busy = sum(b1[c] - b0.get(c, b1[c]) for c in b1) / window_s
+        waited = time.monotonic() - started
+        if busy < threshold or waited >= limit_s:
+            return waited
+
+
+def _foreign_cores(
+    before: dict[int, float], after: dict[int, float], ours: float, wall: float
+) -> float | None:
+    if wall <= 0:
+        return None
+    busy = sum(after[c] - before.get(c, after[c]) for c in after)
+    return max(0.0, (busy - ours) / wall)
+
+
 def _ms(us: float | None) -> float | None:
     return None if us is None else us / 1000.0
 
@@ -303,9 +328,63 @@ def _rss_kib(pid: int) -> int:
 
 
 def _fds(pid: int) -> int:
-    import os
-
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (a ``server.py --workers N`` parent's workers)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def server_pids(servers: list[Child]) -> list[int]:
+    """Every server process: each node's pid and its workers (forked children), if any."""
+    out: list[int] = []
+    for s in servers:
+        out += [s.pid, *_children(s.pid)]
+    return out
+
+
+def connections_per_pid(pids: list[int], ports: list[int]) -> dict[int, int]:
+    """Established TCP connections on ``ports`` (IPv4 loopback) held by each of ``pids``.
+
+    Matches each process's socket inodes against ``/proc/net/tcp``: with SO_REUSEPORT
+    workers it tells how the kernel spread the members over them.
+    """
+    wanted = {f"{p:04X}" for p in ports}
+    inodes: set[str] = set()
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "01" and local.rsplit(":", 1)[1] in wanted:
+                inodes.add(inode)
+    out: dict[int, int] = {}
+    for pid in pids:
+        n = 0
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    n += 1
+        except OSError:
+            continue
+        out[pid] = n
+    return out
+
+
+def placement_cpus(placement: str) -> tuple[int | None, int | None]:
+    """(server CPU, load generator and Redis CPU) for a target's ``placement``."""
+    if not can_pin():
+        return None, None
+    return {"split": (0, 1), "clients": (None, 1), "none": (None, None)}[placement]
 
 
 async def run_phases(
@@ -316,16 +395,20 @@ async def run_phases(
     redis: Redis | None = None,
     retries: int = 1,
     noisy: float = 0.3,
+    quiet_wait_s: float = 0.0,
 ) -> dict[str, Any]:
     """Start ``target``, connect ``layout``, measure every phase; stops all it started.
 
-    Server(s) on CPU 0, load generators (and Redis) on CPU 1. Results per phase: server
-    CPU (sum over nodes), deliveries, latency, Redis commands; a phase during which
-    other processes used more than ``noisy`` of CPU 0 is measured again (``retries``).
+    Server(s) on CPU 0, load generators (and Redis) on CPU 1, unless the target's
+    ``placement`` says otherwise (see :class:`bench.peers.Target`). Results per phase:
+    server CPU (sum over nodes and their workers), deliveries, latency, Redis commands;
+    a phase during which other processes used more than ``noisy`` of CPU 0 (server
+    pinned) or ``noisy`` cores of the machine (server not pinned) is measured again
+    (``retries``). With ``quiet_wait_s``, each phase first waits (at most that long)
+    until other processes use less than half of ``noisy`` cores (:func:`wait_quiet`).
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    pin = can_pin()
-    server_cpu, client_cpu = (0, 1) if pin else (None, None)
+    server_cpu, client_cpu = placement_cpus(target.placement)
     env = target.env()
     ports = [free_port() for _ in range(target.nodes)]
     servers: list[Child] = []
@@ -371,7 +454,13 @@ async def run_phases(
         children.append(pubs)
         await pubs.expect("ready", 120.0)
         out["setup_s"] = time.monotonic() - t_setup
-        out["rss_kib_start"] = sum(_rss_kib(s.pid) for s in servers)
+        out["placement"] = target.placement
+        pids = server_pids(servers)
+        out["server_pids"] = pids
+        # members (and publishers) per server process: with SO_REUSEPORT workers, the
+        # kernel's spread of the connections over them
+        out["connections_per_process"] = list(connections_per_pid(pids, ports).values())
+        out["rss_kib_start"] = sum(_rss_kib(pid) for pid in pids)
         await asyncio.sleep(0.5)
         for ph in phases:
             rate = 0.0
@@ -387,9 +476,13 @@ async def run_phases(
                     c.proc.stdin.write(b'{"cmd": "lag"}\n')  # type: ignore[union-attr]
                     await c.expect("lagging", 10.0)
             for attempt in range(retries + 1):
+                if quiet_wait_s > 0:
+                    waited = await wait_quiet(noisy / 2, quiet_wait_s)
+                    out.setdefault("quiet_waits_s", []).append(round(waited, 1))
                 r = await _one_phase(ph, rate, layout, servers, children, redis, server_cpu)
                 r["attempt"] = attempt
-                if (r.get("foreign_cpu0") or 0) <= noisy or attempt == retries:
+                noise = r.get("foreign_cpu0") if server_cpu is not None else r["foreign_cores"]
+                if (noise or 0) <= noisy or attempt == retries:
                     break
                 out.setdefault("discarded", []).append(r)
             out["phases"][ph.name] = r
@@ -397,7 +490,9 @@ async def run_phases(
                 f"    {target.name} {ph.name}: {r['us_per_delivery'] or 0:.2f} µs/delivery, "
                 f"{r['deliveries_per_s'] or 0:,.0f}/s, p50 {r['latency_p50_ms']} ms, "
                 f"p99 {r['latency_p99_ms']} ms, {r['delivered']:,}/{r['expected']:,}"
-                f", others on CPU 0 {100 * (r['foreign_cpu0'] or 0):.0f} %",
+                f", others on CPU 0 {100 * (r['foreign_cpu0'] or 0):.0f} %"
+                f", others on the machine {r['foreign_cores'] or 0:.2f} cores"
+                f", server CPU per process {[round(x, 2) for x in r['server_cpu_per_node_s']]} s",
                 file=sys.stderr,
             )
     finally:
@@ -429,8 +524,10 @@ async def _one_phase(
         redis.reset()
     go = {"cmd": "go", "messages": ph.messages, "window": ph.window, "burst": ph.burst}
     go |= {"payload": ph.payload, "rate": rate}
-    rss0 = sum(_rss_kib(s.pid) for s in servers)
-    s0 = [cpu_seconds(s.pid) for s in servers]
+    pids = server_pids(servers)
+    rss0 = sum(_rss_kib(pid) for pid in pids)
+    s0 = [cpu_seconds(pid) for pid in pids]
+    me0 = cpu_seconds(os.getpid()).sched
     r0 = cpu_seconds(redis.child.pid) if redis else None
     c0 = [cpu_seconds(c.pid).sched for c in children]
     host0 = cpu_busy()
@@ -443,15 +540,16 @@ async def _one_phase(
     waits.append(pubs.expect("published", timeout))
     # servers' memory and connection count while the phase runs (laggards)
     samples: list[tuple[float, int, int]] = []
-    sampler = asyncio.ensure_future(_sample(servers, samples, t0))
+    sampler = asyncio.ensure_future(_sample(pids, samples, t0))
     results = await asyncio.gather(*waits, return_exceptions=True)
     t1 = time.monotonic()
     sampler.cancel()
-    s1 = [cpu_seconds(s.pid) for s in servers]
+    s1 = [cpu_seconds(pid) for pid in pids]
     r1 = cpu_seconds(redis.child.pid) if redis else None
     c1 = [cpu_seconds(c.pid).sched for c in children]
     host1 = cpu_busy()
-    rss1 = sum(_rss_kib(s.pid) for s in servers)
+    me1 = cpu_seconds(os.getpid()).sched
+    rss1 = sum(_rss_kib(pid) for pid in pids)
     commands = redis.commandstats() if redis else {}
     timed_out = False
     for i, r in enumerate(results):
@@ -491,7 +589,9 @@ async def _one_phase(
         "published": published,
         "publish_errors": pub["error_count"],
         "server_cpu_s": total,
+        # per server process (a node, or a workers' parent then its workers)
         "server_cpu_per_node_s": [c.total for c in cpus],
+        "server_sched_per_process_s": [c.sched for c in cpus],
         "us_per_delivery": total * scale or None,
         "us_per_delivery_user": sum(c.user for c in cpus) * scale or None,
         "us_per_delivery_sys": sum(c.system for c in cpus) * scale or None,
@@ -504,6 +604,14 @@ async def _one_phase(
         "server_busy": sched / wall if wall > 0 else None,
         "client_cpu_util": (sum(c1) - sum(c0)) / wall if wall > 0 else None,
         "foreign_cpu0": _foreign(host0, host1, server_cpu, sched, wall),
+        # cores used by processes not of this benchmark, over the whole machine: busy
+        # CPU time minus the servers', load generators', Redis's and this runner's
+        "foreign_cores": _foreign_cores(
+            host0,
+            host1,
+            sched + (sum(c1) - sum(c0)) + (r1.since(r0).sched if r0 and r1 else 0.0) + me1 - me0,
+            wall,
+        ),
         "latency_p50_ms": _ms(_pct(latencies, 0.50)),
         "latency_p99_ms": _ms(_pct(latencies, 0.99)),
         "latency_samples": len(latencies),
@@ -515,11 +623,11 @@ async def _one_phase(
     }
 
 
-async def _sample(servers: list[Child], out: list[tuple[float, int, int]], t0: float) -> None:
+async def _sample(pids: list[int], out: list[tuple[float, int, int]], t0: float) -> None:
     while True:
         try:
-            rss = sum(_rss_kib(s.pid) for s in servers)
-            fds = sum(_fds(s.pid) for s in servers)
+            rss = sum(_rss_kib(pid) for pid in pids)
+            fds = sum(_fds(pid) for pid in pids)
         except OSError:
             return
         out.append((round(time.monotonic() - t0, 3), rss, fds))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import re
 import statistics
 import sys
 import tempfile
@@ -35,8 +36,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import bench_lock, can_pin, machine_info, source_hashes
-from bench.fanout import Layout, Phase, Redis, run_phases
+from bench import bench_lock, machine_info, source_hashes
+from bench.fanout import Layout, Phase, Redis, placement_cpus, run_phases
 from bench.peers import TARGETS
 from bench.results import envelope, save, update_docs
 
@@ -55,6 +56,7 @@ KEYS = (
     "latency_p99_ms",
     "server_busy",
     "foreign_cpu0",
+    "foreign_cores",
     "client_cpu_util",
     "redis_cpu_s",
 )
@@ -66,6 +68,8 @@ async def compare(
     phases: list[Phase],
     runs: int,
     workroot: Path,
+    phase_retries: int = 1,
+    quiet_wait_s: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Every (layout, target) ``runs`` times, targets alternating A B C, C B A, ..."""
     out: list[dict[str, Any]] = []
@@ -81,9 +85,19 @@ async def compare(
                     redis = None
                     try:
                         if target.redis and need_redis:
-                            redis = await Redis.start(workdir / "redis", 1 if can_pin() else None)
+                            _server_cpu, redis_cpu = placement_cpus(target.placement)
+                            redis = await Redis.start(workdir / "redis", redis_cpu)
                         r = await asyncio.wait_for(
-                            run_phases(target, layout, phases, workdir, redis), 900.0
+                            run_phases(
+                                target,
+                                layout,
+                                phases,
+                                workdir,
+                                redis,
+                                retries=phase_retries,
+                                quiet_wait_s=quiet_wait_s,
+                            ),
+                            900.0 + 2 * len(phases) * (phase_retries + 1) * quiet_wait_s,
                         )
                     except Exception:
                         r = {"target": name, "layout": layout.__dict__, "phases": {}}
@@ -131,6 +145,16 @@ def summarize_phases(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def fixed_phase(name: str, messages: int) -> Phase:
+    """``fixed<N>k-64`` / ``fixed<N>k-1k``: open loop at N,000 deliveries/s for every
+    target (the same load for all, unlike ``half``); raises ValueError otherwise."""
+    m = re.fullmatch(r"fixed(\d+)k-(64|1k)", name)
+    if m is None:
+        raise ValueError(f"unknown phase {name!r}")
+    payload = 64 if m.group(2) == "64" else 1024
+    return Phase(name, messages, payload=payload, rate_deliveries=int(m.group(1)) * 1000.0)
+
+
 def _f(v: Any, d: int = 1) -> str:
     if v is None:
         return "n/a"
@@ -170,6 +194,7 @@ def table(
         row("latency p99, ms", "latency_p99_ms", 1),
         row("server core(s) busy", "server_busy", 2, ratio=False),
         row("CPU 0 busy with other processes", "foreign_cpu0", 2, ratio=False),
+        row("cores used by other processes (machine)", "foreign_cores", 2, ratio=False),
         row("load generator CPU (share of 1 core)", "client_cpu_util", 2, ratio=False),
         row("complete runs", "complete_runs", 0, ratio=False),
     ]
@@ -210,8 +235,11 @@ async def main_async(args: argparse.Namespace, workroot: Path) -> dict[str, Any]
         targets = args.targets.split(",")
     if args.phases:
         wanted = args.phases.split(",")
-        phases = [ph for ph in phases + extra if ph.name in wanted]
-    runs = await compare(targets, layouts, phases, args.runs, workroot)
+        known = {ph.name: ph for ph in phases + extra}
+        phases = [known.get(w) or fixed_phase(w, args.messages) for w in wanted]
+    runs = await compare(
+        targets, layouts, phases, args.runs, workroot, args.phase_retries, args.quiet_wait
+    )
     changed = sorted(k for k, v in source_hashes().items() if sources.get(k) != v)
     return {
         **envelope(
@@ -224,6 +252,11 @@ async def main_async(args: argparse.Namespace, workroot: Path) -> dict[str, Any]
         "machine": machine,
         "targets": targets,
         "phases": [p.__dict__ for p in phases],
+        "layouts": [layout.__dict__ for layout in layouts],
+        "placements": {t: TARGETS[t].placement for t in targets},
+        "phase_retries": args.phase_retries,
+        "ref": args.ref,
+        "quiet_wait_s": args.quiet_wait,
         "summary": summarize_phases(runs),
         "sources_changed": changed,
         "runs": runs,
@@ -247,7 +280,8 @@ def markdown(report: dict[str, Any]) -> str:
             if report["scenario"] == "matrix":
                 cols = ["squall", *[t for t in targets if t != "squall"]]
             lines += [f"Layout {lk} (rooms x members), phase `{ph}`:", ""]
-            lines += table(report["summary"], lk, cols, ph, ref or cols[-1])
+            ref = ref or report.get("ref") or cols[-1]
+            lines += table(report["summary"], lk, cols, ph, ref)
             lines.append("")
             if report["scenario"] == "matrix":
                 s = report["summary"][lk]
@@ -266,9 +300,37 @@ def markdown(report: dict[str, Any]) -> str:
                     txt = ", ".join(f"{c} {v:.2f}" for c, v in cmds.items())
                     lines.append(f"* {t}: {txt}")
             lines.append("")
+    lines += _placement_notes(report)
     if report["sources_changed"]:
         lines.append(f"* Warning: server sources changed: {', '.join(report['sources_changed'])}")
     return "\n".join(lines) + "\n"
+
+
+_PLACEMENT = {
+    "split": "server on CPU 0, load generators and Redis on CPU 1",
+    "clients": "server processes free on both CPUs, load generators and Redis on CPU 1",
+    "none": "nothing pinned: server processes, load generators and Redis share both CPUs",
+}
+
+
+def _placement_notes(report: dict[str, Any]) -> list[str]:
+    """Where each target ran, and how its server processes shared the members."""
+    placements = report.get("placements")
+    if not placements:
+        return []
+    lines = ["Placement and members per server process (each run):", ""]
+    for t, where in placements.items():
+        spread = [
+            "/".join(str(n) for n in run.get("connections_per_process", []) if n)
+            for run in report["runs"]
+            if run["target"] == t and run.get("connections_per_process")
+        ]
+        lines.append(
+            f"* {t}: {_PLACEMENT.get(where, where)}"
+            + (f"; connections per server process: {', '.join(spread)}" if spread else "")
+        )
+    lines.append("")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,8 +342,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int, default=0, help="per room and phase")
     p.add_argument("--targets", default="")
     p.add_argument("--rooms", default="1,100", help="matrix: room counts (layouts)")
-    p.add_argument("--phases", default="", help="only these phases (comma-separated names)")
+    p.add_argument(
+        "--phases",
+        default="",
+        help="only these phases (comma-separated names); fixed<N>k-64 or fixed<N>k-1k: "
+        "paced at N,000 deliveries/s for every target",
+    )
     p.add_argument("--socketio", action="store_true", help="cluster: add socketio_2nodes")
+    p.add_argument(
+        "--phase-retries",
+        type=int,
+        default=1,
+        help="measure a phase again up to N times while other processes used more than "
+        "30 %% of CPU 0 (server pinned) or 0.3 cores (server not pinned)",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0.0,
+        help="before each phase, wait up to this many s for other processes to use "
+        "less than 0.15 cores (0: do not wait)",
+    )
+    p.add_argument(
+        "--ref",
+        default="",
+        help="matrix: the target the ratio columns divide by (default: the last column)",
+    )
     p.add_argument("--mode", default="", help="results name suffix (default: custom)")
     p.add_argument("--no-docs", action="store_true")
     args = p.parse_args(raw)

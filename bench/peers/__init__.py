@@ -31,6 +31,13 @@ class Target:
     nodes: int = 1
     #: needs a redis-server (``redis_url`` passed to :meth:`command`)
     redis: bool = False
+    #: worker processes per node (``server.py --workers N``: SO_REUSEPORT on one port)
+    workers: int = 1
+    #: CPU placement in the phased scenarios: ``split`` = server(s) on CPU 0, load
+    #: generators and redis-server on CPU 1; ``clients`` = server free on every CPU,
+    #: load generators and redis-server on CPU 1; ``none`` = nothing pinned (a dyno:
+    #: the server's workers, the load generators and Redis share every core)
+    placement: str = "split"
 
     def command(
         self, port: int, workdir: Path, redis_url: str | None = None, node: int = 0
@@ -73,7 +80,10 @@ class SquallTarget(Target):
             text += f"backend: {{url: '{redis_url}', key_prefix: '{prefix}'}}\n"
             text = text.replace("server: {", f"server: {{node_id: bench-node-{node}, ", 1)
         conf.write_text(text)
-        return [sys.executable, "server.py", "--config", str(conf), "--port", str(port)]
+        argv = [sys.executable, "server.py", "--config", str(conf), "--port", str(port)]
+        if self.workers > 1:
+            argv += ["--workers", str(self.workers)]
+        return argv
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -120,6 +130,26 @@ TARGETS: dict[str, Target] = {
             proto="squall",
             nodes=2,
             redis=True,
+        ),
+        SquallTarget(
+            "squall_workers",
+            "Squall, one server.py --workers 2 (SO_REUSEPORT, one port), Redis backend; "
+            "nothing pinned: workers, load generators and Redis share both cores",
+            auth=True,
+            proto="squall",
+            redis=True,
+            workers=2,
+            placement="none",
+        ),
+        SquallTarget(
+            "squall_workers_lgpin",
+            "as squall_workers, but the load generators and Redis pinned to CPU 1 "
+            "(the workers still free on both cores)",
+            auth=True,
+            proto="squall",
+            redis=True,
+            workers=2,
+            placement="clients",
         ),
         ModulePeer(
             "websockets",
