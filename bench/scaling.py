@@ -69,14 +69,15 @@ class Clock:
         self.t = time.monotonic()
 
 
-def _others(c0: Clock, c1: Clock, redis: Sample, nodes: list[float]) -> dict[int, float]:
+def _others(c0: Clock, c1: Clock, redis: Sample, nodes: list[float]) -> dict[str, float]:
     """Share of each CPU used by processes other than ours during the phase (approx.:
     softirq time of the loopback traffic may count as either)."""
     wall = c1.t - c0.t
     parent = 0.0 if c0.node_pids == [os.getpid()] else c1.me - c0.me
     mine = {REDIS_CPU: sum(redis.cpu), NODE_CPU: sum(nodes) + parent}
     return {
-        cpu: max(0.0, (c1.busy[cpu] - c0.busy[cpu] - mine.get(cpu, 0.0)) / wall) for cpu in c0.busy
+        str(cpu): max(0.0, (c1.busy[cpu] - c0.busy[cpu] - mine.get(cpu, 0.0)) / wall)
+        for cpu in c0.busy
     }
 
 
@@ -293,14 +294,15 @@ def _row(r: dict[str, Any]) -> str:
     seen = r.get("repeats", {}).get("redis_us_per_msg", [])
     spread = f" [{min(seen):.0f} to {max(seen):.0f}]" if len(seen) > 1 else ""
     processes = "1" if r["placement"] == "one" else str(r["nodes"])
+    others = r["other_cpu_share"]  # keyed by CPU number as a string (JSON keys)
     publisher = r["node_us_per_msg_by_process"][0]
     return (
         f"| {r['redis']} | {r['rooms']} | {r['nodes']} | {processes} | "
         f"{r['redis_us_per_msg']:.1f}{spread}{split} | {r['redis_bytes_out_per_msg']:,.0f} / "
         f"{r['redis_bytes_in_per_msg']:,.0f} | {r['node_us_per_msg']:.0f} | "
         f"{publisher:.0f} | {_receivers(r)} | {r['msgs_per_s']:,.0f} | "
-        f"{r['other_cpu_share'].get(NODE_CPU, 0) * 100:.0f} / "
-        f"{r['other_cpu_share'].get(REDIS_CPU, 0) * 100:.0f} % |"
+        f"{others.get(str(NODE_CPU), 0) * 100:.0f} / "
+        f"{others.get(str(REDIS_CPU), 0) * 100:.0f} % |"
     )
 
 
