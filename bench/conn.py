@@ -435,11 +435,13 @@ class ClientProc:
         loop = asyncio.get_running_loop()
         sem = asyncio.Semaphore(a.concurrency)
         t0 = time.monotonic()
+        handshake_ms: list[float] = []
 
         async def one(i: int, token: str | None) -> None:
             index = a.first + i
             room = f"r{index // a.group}" if a.group > 0 else None
             async with sem:
+                start = time.monotonic()
                 try:
                     _t, proto = await loop.create_connection(
                         lambda: Conn(self, index, token, room),
@@ -449,6 +451,7 @@ class ClientProc:
                     )
                     conn = proto
                     await asyncio.wait_for(conn.ready, a.timeout)
+                    handshake_ms.append(round((time.monotonic() - start) * 1000, 2))
                     self.conns.append(conn)
                 except (OSError, ConnectionError, TimeoutError) as e:
                     self.stats.failed += 1
@@ -462,6 +465,8 @@ class ClientProc:
             "failed": self.stats.failed,
             "elapsed_s": time.monotonic() - t0,
             "errors": self.stats.errors[:5],
+            # connect start (after the concurrency gate) -> ready, ms, per connection
+            "handshake_ms": handshake_ms,
         }
 
     def report(self) -> dict[str, Any]:
@@ -758,6 +763,11 @@ def render(out: dict[str, Any]) -> str:
                 f"**{_ratio(x['us_per_conn_sched'], t['us_per_conn_sched'])}** |"
             )
         lines.append("")
+    st = sc.get("storm")
+    if st:
+        from bench.storm import render_section
+
+        lines += render_section(st)
     dm = sc.get("dm")
     if dm:
         p, s = dm["params"], dm["summary"]

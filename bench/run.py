@@ -291,7 +291,7 @@ async def run_all(args: argparse.Namespace, workroot: Path) -> dict[str, Any]:
 #: ``python -m bench.run <scenario> [its options]``
 OTHER_SCENARIOS = (
     *("cluster", "matrix", "laggards", "scaling"),
-    *("conn", "heartbeat", "handshake", "idle", "dm"),
+    *("conn", "heartbeat", "handshake", "idle", "dm", "storm"),
 )
 
 

@@ -6,7 +6,9 @@ sessions it can see in the registry. A connection admitted in between would
 survive. Two rules close the window, whatever the interleaving:
 
 * **Re-check after admission** (:func:`recheck`): once the session record is
-  written, revocation and ban are read again. A logout or ban whose registry read
+  written, revocation and ban are read again (by the admission's own atomic step
+  where the backend can, :func:`access_refusal` of ``Admission.access``: on one
+  Redis and in memory; a separate read on a Redis Cluster). A logout or ban whose registry read
   (``command_user``) missed the new record ran that read before the record was
   written, so its revocation or ban was written before this re-check reads it.
 * **Commands mark connections being admitted** (:func:`mark_admitting`): a
@@ -26,13 +28,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from core.auth import Claims
-from core.backend.base import Backend, NodeCommand, NodeOp
+from core.backend.base import AccessState, Backend, NodeCommand, NodeOp
 from core.codes import CloseCode
 from core.connection import Connection
 from core.errors import Refusal
 from core.hub import Hub
 
-__all__ = ["mark_admitting", "recheck", "refusal_for_kick"]
+__all__ = ["access_refusal", "mark_admitting", "recheck", "refusal_for_kick"]
 
 
 async def recheck(backend: Backend, lockout_key: str, claims: Claims) -> Refusal | None:
@@ -40,7 +42,13 @@ async def recheck(backend: Backend, lockout_key: str, claims: Claims) -> Refusal
 
     Raises ``BackendUnavailable`` (the caller refuses: fails closed).
     """
-    state = await backend.access_state(lockout_key, claims.sub, claims.jti)
+    return access_refusal(await backend.access_state(lockout_key, claims.sub, claims.jti))
+
+
+def access_refusal(state: AccessState) -> Refusal | None:
+    """The refusal the re-check gives for ``state`` (revoked: 401/4003-kicked; banned:
+    403), or None. Also used on the state an admission read in its own atomic step
+    (``Admission.access``), which makes :func:`recheck` unnecessary."""
     if state.revoked:
         return Refusal(401, "unauthorized", "invalid token: revoked", None, CloseCode.KICKED)
     if state.banned:

@@ -100,6 +100,10 @@ class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 8080
     workers: int = 1
+    #: the listen queue: connections the kernel holds until the node accepts them
+    #: (capped by net.core.somaxconn); a reconnect storm's SYNs beyond it are dropped
+    #: and retried by the clients a second or more later
+    backlog: int = 4096
     node_id: str | None = None
     drain_s: float = 10.0
     backend_wait_s: float = 20.0

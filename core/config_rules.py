@@ -54,6 +54,7 @@ _ORIGIN = re.compile(
 # Minimum of every integer key; every integer key is listed (a test checks it).
 _INT_MIN = {
     "server.workers": 1,
+    "server.backlog": 1,
     "auth.access_ttl_s": 1,
     "auth.refresh_ttl_s": 1,
     "auth.lockout.failures": 1,

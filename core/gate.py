@@ -9,7 +9,9 @@ Guarantees:
 * Every security check (lockout, revocation, ban) fails closed: when the backend
   cannot answer, the answer is 503 and nothing is skipped.
 * A valid token costs one backend round trip (:meth:`Backend.access_state`) before
-  admission; an invalid one, the lockout read and the failure count.
+  admission, and the admission one more on one Redis or in memory (registry write,
+  node index, revocation and ban re-read, inbox page: one atomic step); an invalid
+  token, the lockout read and the failure count.
 * The per-user cap is exact cluster-wide (one atomic backend admission). A connection
   being admitted is visible to kicks (:meth:`Hub.admitting`): an eviction that reaches
   it before it opens is kept and applied, never lost.
@@ -25,7 +27,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from core.admission_watch import recheck, refusal_for_kick
+from core.admission_watch import access_refusal, recheck, refusal_for_kick
 from core.auth import Claims, TokenVerifier
 from core.backend.base import Backend, NodeCommand, NodeOp, Policy, SessionRecord
 from core.codes import CloseCode
@@ -43,7 +45,7 @@ from core.hooks.contract import (
 )
 from core.hooks.runner import Hooks
 from core.hub import Hub
-from core.inbox_delivery import admission_page
+from core.inbox_delivery import admission_inbox, admission_page
 from core.lifecycle import Lifecycle
 from core.metrics import Metrics
 from core.netaddr import lockout_key, origin_allowed
@@ -189,7 +191,12 @@ class Gate:
         conn.claims = claims  # known while admitting: commands can aim at it
         hub.admitting[conn.conn_id] = conn
         try:
-            result = await self._backend.admit(record, limits.max_connections_per_user, policy)
+            result = await self._backend.admit(
+                record,
+                limits.max_connections_per_user,
+                policy,
+                admission_inbox(self._settings),
+            )
         except asyncio.CancelledError:
             hub.admitting.pop(conn.conn_id, None)  # the connection went away meanwhile
             raise
@@ -227,19 +234,26 @@ class Gate:
                     await self._backend.send_command(old.node_id, cmd)
                 except BackendUnavailable:
                     self._metrics.backend_errors.inc()
-        # Revoked, banned or kicked meanwhile? (core/admission_watch.py)
-        try:
-            refusal = await recheck(self._backend, self.lockout_key(conn.ip), claims)
-        except BackendUnavailable:
-            self._metrics.backend_errors.inc()
-            refusal = UNAVAILABLE
-        if refusal is None:
-            # Fetched here, inside the admission's await, rather than in a task of its
-            # own after the upgrade: one Task less per handshake.
+        # Revoked, banned or kicked meanwhile? (core/admission_watch.py) Read by the
+        # admission's own atomic step where the backend can; else read again here.
+        if result.access is not None:
+            refusal = access_refusal(result.access)
+        else:
             try:
-                conn.inbox = await admission_page(self._backend, self._settings, claims.sub)
+                refusal = await recheck(self._backend, self.lockout_key(conn.ip), claims)
             except BackendUnavailable:
-                self._metrics.backend_errors.inc()  # delivered on the next connection instead
+                self._metrics.backend_errors.inc()
+                refusal = UNAVAILABLE
+        if refusal is None:
+            if result.inbox is not None:
+                conn.inbox = result.inbox
+            else:
+                # Fetched here, inside the admission's await, rather than in a task of
+                # its own after the upgrade: one Task less per handshake.
+                try:
+                    conn.inbox = await admission_page(self._backend, self._settings, claims.sub)
+                except BackendUnavailable:
+                    self._metrics.backend_errors.inc()  # delivered on the next connection
             if conn.kicked is not None:
                 # A newer login evicted it, or a logout / ban / kick aimed at it.
                 refusal = refusal_for_kick(conn.kicked)

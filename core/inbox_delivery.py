@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
-from core.backend.base import Backend, DirectMessage, inbox_size
+from core.backend.base import Backend, DirectMessage, InboxPage, inbox_size
 from core.codes import ErrCode
 from core.config import Settings
 from core.errors import RequestError
@@ -47,6 +47,7 @@ __all__ = [
     "QUOTA_REASON",
     "InboxPaging",
     "acks_owed",
+    "admission_inbox",
     "admission_page",
     "check_recipient",
     "inbox_acked",
@@ -72,6 +73,14 @@ class InboxPaging:
 def page_bytes(outbound_buffer_bytes: int) -> int:
     """The size of one inbox page: half the outbound buffer."""
     return max(1, outbound_buffer_bytes // 2)
+
+
+def admission_inbox(settings: Settings) -> InboxPage:
+    """What an admission asks of the inbox in its own step (:class:`InboxPage`): the
+    first page, after marking the user seen with ``offline.recipients: known``."""
+    offline = settings.offline
+    seen = offline.ttl_s if offline.recipients == "known" else None
+    return InboxPage(page_bytes(settings.limits.outbound_buffer_bytes), seen)
 
 
 async def admission_page(backend: Backend, settings: Settings, uid: str) -> list[DirectMessage]:

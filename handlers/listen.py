@@ -25,13 +25,17 @@ __all__ = ["bind", "listen", "load_tls"]
 
 def listen(settings: Settings, reuse_port: bool) -> list[socket.socket]:
     """``bind_sockets`` on ``server.host:server.port``; see the module docstring."""
-    return bind(settings.server.host, settings.server.port, reuse_port, "server.port")
+    server = settings.server
+    return bind(server.host, server.port, reuse_port, "server.port", server.backlog)
 
 
-def bind(host: str, port: int, reuse_port: bool, key: str) -> list[socket.socket]:
-    """``bind_sockets`` on ``host:port``; a failure names ``key`` (the port's config key)."""
+def bind(
+    host: str, port: int, reuse_port: bool, key: str, backlog: int = 128
+) -> list[socket.socket]:
+    """``bind_sockets`` on ``host:port`` with a listen queue of ``backlog`` (the kernel
+    caps it at ``net.core.somaxconn``); a failure names ``key`` (the port's config key)."""
     try:
-        return bind_sockets(port, host, reuse_port=reuse_port)
+        return bind_sockets(port, host, reuse_port=reuse_port, backlog=backlog)
     except PermissionError as exc:
         raise StartupError(
             key,

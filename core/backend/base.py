@@ -38,6 +38,7 @@ __all__ = [
     "BackendOptions",
     "BackendUnavailable",
     "DirectMessage",
+    "InboxPage",
     "InboxQuotaExceeded",
     "Membership",
     "NodeCommand",
@@ -163,6 +164,25 @@ class Admission:
 
     admitted: bool
     evicted: list[SessionRecord] = field(default_factory=list)
+    #: Revocation and ban of the record's ``jti`` and user, read in the same atomic
+    #: step as the registry write (``lockout_s`` is 0.0): the admission-race re-check
+    #: is done (:mod:`core.admission_watch`). ``None``: not read; the caller reads them.
+    access: AccessState | None = None
+    #: The first inbox page asked for with :class:`InboxPage`, read in the same step
+    #: (only when admitted, not revoked and not banned). ``None``: not read.
+    inbox: list[DirectMessage] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboxPage:
+    """What an admission may do for the user's inbox in the same step.
+
+    ``max_bytes``: read the first page (:meth:`Backend.inbox_list`); ``seen_ttl_s``,
+    when set, marks the user seen (:meth:`Backend.mark_seen`) first.
+    """
+
+    max_bytes: int
+    seen_ttl_s: int | None = None
 
 
 class NodeOp(enum.StrEnum):
@@ -339,13 +359,21 @@ class Backend(abc.ABC):
     # -- session registry ------------------------------------------------------
 
     @abc.abstractmethod
-    async def admit(self, record: SessionRecord, limit: int, policy: Policy) -> Admission:
+    async def admit(
+        self, record: SessionRecord, limit: int, policy: Policy, inbox: InboxPage | None = None
+    ) -> Admission:
         """Register a session unless the user is at ``limit`` live sessions.
 
         Atomic (drop expired records, count, add): ``limit`` concurrent admissions of
         one user never admit more than ``limit`` sessions. At the limit, ``reject``
         refuses; ``kick_oldest`` removes the oldest records (by ``connected_at``) and
         returns them in ``evicted``.
+
+        A backend that can read revocation and ban in the same atomic step as the
+        write returns them in ``Admission.access``; one that can also read the inbox
+        there returns the page asked for by ``inbox`` in ``Admission.inbox``. Either
+        may be ``None`` (a Redis Cluster, whose keys span slots): the caller then
+        makes those calls itself.
         """
 
     @abc.abstractmethod

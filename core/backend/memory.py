@@ -39,12 +39,14 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from core.backend.base import (
+    AccessState,
     Admission,
     AttemptLimits,
     Backend,
     BackendListener,
     BackendOptions,
     DirectMessage,
+    InboxPage,
     InboxQuotaExceeded,
     Membership,
     NodeCommand,
@@ -415,8 +417,13 @@ class MemoryBackend(Backend):
 
     # -- session registry ------------------------------------------------------
 
-    async def admit(self, record: SessionRecord, limit: int, policy: Policy) -> Admission:
+    async def admit(
+        self, record: SessionRecord, limit: int, policy: Policy, inbox: InboxPage | None = None
+    ) -> Admission:
         """See :meth:`Backend.admit`. A record with a known ``conn_id`` replaces it.
+
+        One step (nothing here suspends): revocation and ban are read after the write
+        (``Admission.access``), then the inbox page asked for (``Admission.inbox``).
 
         Raises ValueError for ``limit < 1`` or an unknown policy (caller bugs).
         """
@@ -434,7 +441,17 @@ class MemoryBackend(Backend):
             for old in evicted:
                 user.pop(old.conn_id)
         user.put(record.conn_id, record, self._deadline(self.options.session_ttl_s))
-        return Admission(admitted=True, evicted=evicted)
+        access = AccessState(
+            lockout_s=0.0,
+            revoked=self._revoked.get(record.jti or "") is not None,  # as access_state
+            banned=self._kv.get(f"auth:{record.uid}") == "banned",
+        )
+        page: list[DirectMessage] | None = None
+        if inbox is not None and not (access.revoked or access.banned):
+            if inbox.seen_ttl_s:
+                self._kv.put(f"seen:{record.uid}", "1", self._deadline(inbox.seen_ttl_s))
+            page = await self.inbox_list(record.uid, inbox.max_bytes)
+        return Admission(admitted=True, evicted=evicted, access=access, inbox=page)
 
     async def release(self, record: SessionRecord) -> None:
         user = self._sessions.get(record.uid)

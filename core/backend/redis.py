@@ -49,8 +49,6 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from redis.asyncio.cluster import RedisCluster
-
 from core.backend import redis_scripts as lua
 from core.backend.backoff import FullJitterBackoff, RetryPolicy
 from core.backend.base import (
@@ -61,6 +59,7 @@ from core.backend.base import (
     BackendOptions,
     BackendUnavailable,
     DirectMessage,
+    InboxPage,
     InboxQuotaExceeded,
     Membership,
     NodeCommand,
@@ -105,6 +104,9 @@ from core.clock import Clock
 __all__ = ["RedisBackend", "mask_url"]
 
 log = logging.getLogger("squall.backend.redis")
+
+#: one batched admission: the record, the per-user limit, the policy, the inbox page
+AdmitCall = tuple[SessionRecord, int, Policy, InboxPage | None]
 
 
 # -- the backend -------------------------------------------------------------------
@@ -192,8 +194,8 @@ class RedisBackend(SecurityRecords, Backend):
         self._access: IterationBatch[tuple[str, str, str], AccessState] = IterationBatch(
             self._access_many
         )
-        self._admissions: IterationBatch[tuple[SessionRecord, int, Policy], Admission] = (
-            IterationBatch(self._admit_many, self._admission_abandoned)
+        self._admissions: IterationBatch[AdmitCall, Admission] = IterationBatch(
+            self._admit_many, self._admission_abandoned
         )
         self._inboxes: IterationBatch[tuple[str, int | None], list[DirectMessage]] = IterationBatch(
             self._inbox_many
@@ -500,32 +502,113 @@ class RedisBackend(SecurityRecords, Backend):
 
     # -- session registry ------------------------------------------------------
 
-    async def admit(self, record: SessionRecord, limit: int, policy: Policy) -> Admission:
+    async def admit(
+        self, record: SessionRecord, limit: int, policy: Policy, inbox: InboxPage | None = None
+    ) -> Admission:
         """See :meth:`Backend.admit`: one script on the user's slot decides (atomic);
-        then the session is indexed under its node for :meth:`cluster_counts`.
+        the session is indexed under its node for :meth:`cluster_counts`.
 
-        Admissions made within one loop iteration share their round trips (see
-        :meth:`_admit_many`); each is still its own atomic script, so the per-user cap
-        is exact whatever the batching.
+        On one Redis the whole step is one script (``ADMIT_WATCHED``): admission,
+        node index, the revocation and ban re-read (``Admission.access``) and the
+        inbox page (``Admission.inbox``), one command per handshake. On a cluster the
+        keys span slots: the script admits, the index follows (see
+        :meth:`_admit_cluster`) and ``access`` and ``inbox`` are left to the caller.
+
+        Admissions made within one loop iteration share their round trips; each is
+        still its own atomic script, so the per-user cap is exact whatever the
+        batching.
 
         Raises ValueError for ``limit < 1`` or an unknown policy (caller bugs).
         """
         if limit < 1 or policy not in ("reject", "kick_oldest"):
             raise ValueError(f"bad admission limit/policy: {limit!r}/{policy!r}")
-        return await self._admissions.call((record, limit, policy))
+        return await self._admissions.call((record, limit, policy, inbox))
 
-    async def _admit_many(
-        self, calls: Sequence[tuple[SessionRecord, int, Policy]]
-    ) -> list[Admission | BaseException]:
-        """Admit a batch: the ADMIT scripts in one round trip, then one index pipeline.
+    async def _admit_many(self, calls: Sequence[AdmitCall]) -> list[Admission | BaseException]:
+        """Admit a batch in one round trip (one Redis) or as :meth:`_admit_cluster`."""
+        if self._cluster:
+            return await self._admit_cluster(calls)
+        k = self._keys
+        now = self._now_ms()
+        expiry = now + self._session_ttl_ms
+        index_head, _, index_tail = k.node_sessions("\0").partition("\0")
+        scripts = []
+        for record, limit, policy, inbox in calls:
+            uid = record.uid
+            scripts.append(
+                (
+                    lua.ADMIT_WATCHED,
+                    (
+                        k.user_sessions(uid),
+                        k.user_records(uid),
+                        k.node_sessions(record.node_id),
+                        k.nodes(),
+                        k.revoked(record.jti or ""),  # as access_state reads it
+                        k.ban(uid),
+                        k.inbox_order(uid),
+                        k.inbox_messages(uid),
+                        k.inbox_info(uid),
+                        k.seen(uid),
+                    ),
+                    (
+                        now,
+                        expiry,
+                        limit,
+                        policy,
+                        record.conn_id,
+                        encode_record(record),
+                        self._registry_key_ttl_ms,
+                        record.node_id,
+                        member(uid, record.conn_id),
+                        index_head,
+                        index_tail,
+                        uid,
+                        -1 if inbox is None else inbox.max_bytes,
+                        expiry_ms(inbox.seen_ttl_s) if inbox and inbox.seen_ttl_s else 0,
+                    ),
+                )
+            )
+        replies = await self._cmd.eval_many("admit", scripts)
+        outcomes: list[Admission | BaseException] = []
+        for (record, _limit, _policy, inbox), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, BaseException):
+                outcomes.append(reply)
+                continue
+            admitted, revoked, banned, evicted_flat, page = reply
+            access = AccessState(lockout_s=0.0, revoked=bool(revoked), banned=bool(banned))
+            if not admitted:
+                outcomes.append(Admission(admitted=False, access=access))
+                continue
+            evicted = self._admitted(record, evicted_flat)
+            watched = inbox is not None and not (access.revoked or access.banned)
+            outcomes.append(
+                Admission(
+                    admitted=True,
+                    evicted=evicted,
+                    access=access,
+                    inbox=[decode_dm(value) for value in page] if watched else None,
+                )
+            )
+        return outcomes
+
+    def _admitted(self, record: SessionRecord, evicted_flat: Sequence[Any]) -> list[SessionRecord]:
+        """Note an admitted record (and the ones it evicted) as this node's own."""
+        evicted = [decode_record(record.uid, conn, value)[0] for conn, value in pairs(evicted_flat)]
+        if record.node_id == self.node_id:
+            self._own_sessions[record.conn_id] = record
+        for old in evicted:
+            self._own_sessions.pop(old.conn_id, None)
+        return evicted
+
+    async def _admit_cluster(self, calls: Sequence[AdmitCall]) -> list[Admission | BaseException]:
+        """A cluster's batch: the ADMIT scripts concurrently, then the index pipeline.
 
         The node index lives on another slot, so it is written afterwards and then
         checked: a concurrent admission may have evicted a record in between, and its
         un-indexing may have run before this indexing. Such a record is still reported
         admitted (with ``kick_oldest`` it was, and was evicted at once: the evicting
-        caller sends the 4009). On one Redis the check rides in the index pipeline
-        (2 round trips per batch); on a cluster the pipeline splits by slot with no
-        order between slots, so the checks follow in one more round trip (3).
+        caller sends the 4009). The pipeline splits by slot with no order between
+        slots, so the checks follow in one more round trip.
         """
         k = self._keys
         now = self._now_ms()
@@ -544,29 +627,21 @@ class RedisBackend(SecurityRecords, Backend):
                     self._registry_key_ttl_ms,
                 ),
             )
-            for record, limit, policy in calls
+            for record, limit, policy, _inbox in calls
         ]
         replies = await self._scripts_each("admit", scripts)
         outcomes: list[Admission | BaseException] = []
         admitted: list[SessionRecord] = []
-        for (record, _limit, _policy), reply in zip(calls, replies, strict=True):
+        for (record, _limit, _policy, _inbox), reply in zip(calls, replies, strict=True):
             if isinstance(reply, BaseException):
                 outcomes.append(reply)
             elif reply[0] == 0:
                 outcomes.append(Admission(admitted=False))
             else:
-                evicted = [
-                    decode_record(record.uid, conn, value)[0] for conn, value in pairs(reply[1:])
-                ]
-                if record.node_id == self.node_id:
-                    self._own_sessions[record.conn_id] = record
-                for old in evicted:
-                    self._own_sessions.pop(old.conn_id, None)
                 admitted.append(record)
-                outcomes.append(Admission(admitted=True, evicted=evicted))
+                outcomes.append(Admission(admitted=True, evicted=self._admitted(record, reply[1:])))
         if not admitted:
             return outcomes
-        ordered = not isinstance(self._client, RedisCluster)
         by_node: dict[str, dict[str, int]] = {}
         for record in admitted:
             by_node.setdefault(record.node_id, {})[member(record.uid, record.conn_id)] = expiry
@@ -578,20 +653,14 @@ class RedisBackend(SecurityRecords, Backend):
                 if isinstance(outcome, Admission):
                     for old in outcome.evicted:
                         pipe.zrem(k.node_sessions(old.node_id), member(old.uid, old.conn_id))
-            if ordered:
-                for record in admitted:
-                    pipe.zscore(k.user_sessions(record.uid), record.conn_id)
 
-        results = await self._cmd.pipeline("admit", build)
-        if ordered:
-            scores = results[len(results) - len(admitted) :]
-        else:
+        await self._cmd.pipeline("admit", build)
 
-            def check(pipe: Any) -> None:
-                for record in admitted:
-                    pipe.zscore(k.user_sessions(record.uid), record.conn_id)
+        def check(pipe: Any) -> None:
+            for record in admitted:
+                pipe.zscore(k.user_sessions(record.uid), record.conn_id)
 
-            scores = await self._cmd.pipeline("admit", check)
+        scores = await self._cmd.pipeline("admit", check)
         gone = [r for r, score in zip(admitted, scores, strict=True) if score is None]
         if gone:
 
@@ -627,9 +696,7 @@ class RedisBackend(SecurityRecords, Backend):
 
         return list(await asyncio.gather(*(one(c) for c in calls)))
 
-    async def _admission_abandoned(
-        self, call: tuple[SessionRecord, int, Policy], outcome: Admission
-    ) -> None:
+    async def _admission_abandoned(self, call: AdmitCall, outcome: Admission) -> None:
         """The handshake went away while its batch ran: free the slot it was given."""
         if outcome.admitted:
             with contextlib.suppress(BackendUnavailable):

@@ -22,6 +22,7 @@ from typing import Literal
 
 __all__ = [
     "ADMIT",
+    "ADMIT_WATCHED",
     "EXTEND",
     "FAMILY_REVOKE",
     "FAMILY_ROTATE",
@@ -293,55 +294,134 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
 """,
 )
 
+# The admission step, shared by ADMIT (any Redis) and ADMIT_WATCHED (one Redis).
+# sessions: conn -> expiry; records: conn -> '<admission no>|<msgpack [node_id, ip,
+# connected_at, jti]>'. Returns {0} (rejected) or {1, conn, record, ...} listing the
+# evicted records. Oldest = smallest connected_at, ties broken by admission order
+# (as in memory).
+_ADMIT_FN = """
+local function admit(sessions, records, now, expiry, limit, policy, conn_id, record, ttl)
+  local dead = redis.call('ZRANGEBYSCORE', sessions, '-inf', now)
+  for i = 1, #dead do redis.call('HDEL', records, dead[i]) end
+  if #dead > 0 then redis.call('ZREMRANGEBYSCORE', sessions, '-inf', now) end
+  local others, top, mine = {}, 0, nil
+  for _, conn in ipairs(redis.call('ZRANGE', sessions, 0, -1)) do
+    local value = redis.call('HGET', records, conn)
+    if value then
+      local bar = string.find(value, '|', 1, true)
+      local no = tonumber(string.sub(value, 1, bar - 1))
+      if no > top then top = no end
+      if conn == conn_id then
+        mine = no
+      else
+        local at = cmsgpack.unpack(string.sub(value, bar + 1))[3]
+        others[#others + 1] = {conn, no, at, value}
+      end
+    else
+      redis.call('ZREM', sessions, conn)
+    end
+  end
+  limit = tonumber(limit)
+  local result = {1}
+  if #others >= limit then
+    if policy == 'reject' then return {0} end
+    table.sort(others, function(a, b)
+      if a[3] ~= b[3] then return a[3] < b[3] end
+      return a[2] < b[2]
+    end)
+    for i = 1, #others - limit + 1 do
+      redis.call('ZREM', sessions, others[i][1])
+      redis.call('HDEL', records, others[i][1])
+      result[#result + 1] = others[i][1]
+      result[#result + 1] = others[i][4]
+    end
+  end
+  redis.call('ZADD', sessions, expiry, conn_id)
+  redis.call('HSET', records, conn_id, string.format('%d|', mine or top + 1) .. record)
+  redis.call('PEXPIRE', sessions, ttl)
+  redis.call('PEXPIRE', records, ttl)
+  return result
+end
+"""
+
+# The first inbox page: messages oldest first whose sizes add up to max_bytes (at
+# least one; 0 = all).
+_INBOX_LIST_FN = """
+local function inbox_list(order, messages, info, max_bytes)
+  max_bytes = tonumber(max_bytes)
+  local result = {}
+  local total = 0
+  for _, mid in ipairs(redis.call('ZRANGE', order, 0, -1)) do
+    local value = redis.call('HGET', messages, mid)
+    if value then
+      local meta = redis.call('HGET', info, 'm:' .. mid)
+      local size = #value
+      if meta then size = tonumber(string.sub(meta, 1, string.find(meta, '|', 1, true) - 1)) end
+      total = total + size
+      if max_bytes > 0 and #result > 0 and total > max_bytes then break end
+      result[#result + 1] = value
+    end
+  end
+  return result
+end
+"""
+
 ADMIT = Script(
     "admit",
     """
--- KEYS: sessions (conn -> expiry), records (conn -> '<admission no>|<msgpack
--- [node_id, ip, connected_at, jti]>'). ARGV: now ms, expiry ms, limit,
--- policy ('reject' | 'kick_oldest'), conn_id, record, key ttl ms.
--- Returns {0} (rejected) or {1, conn, record, ...} listing the evicted records.
--- Oldest = smallest connected_at, ties broken by admission order (as in memory).
-local now = ARGV[1]
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-for i = 1, #dead do redis.call('HDEL', KEYS[2], dead[i]) end
-if #dead > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) end
-local others, top, mine = {}, 0, nil
-for _, conn in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local value = redis.call('HGET', KEYS[2], conn)
-  if value then
-    local bar = string.find(value, '|', 1, true)
-    local no = tonumber(string.sub(value, 1, bar - 1))
-    if no > top then top = no end
-    if conn == ARGV[5] then
-      mine = no
-    else
-      local at = cmsgpack.unpack(string.sub(value, bar + 1))[3]
-      others[#others + 1] = {conn, no, at, value}
-    end
-  else
-    redis.call('ZREM', KEYS[1], conn)
-  end
+-- KEYS: sessions, records. ARGV: now ms, expiry ms, limit, policy ('reject' |
+-- 'kick_oldest'), conn_id, record, key ttl ms. See _ADMIT_FN.
+"""
+    + _ADMIT_FN
+    + """
+return admit(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+""",
+)
+
+ADMIT_WATCHED = Script(
+    "admit_watched",
+    """
+-- One Redis only (its keys span slots): the whole Redis side of a handshake after
+-- the token check, in one atomic step.
+-- KEYS: 1 sessions, 2 records, 3 node index, 4 nodes, 5 revoked(jti), 6 ban(uid),
+-- 7 inbox order, 8 inbox messages, 9 inbox info, 10 seen(uid).
+-- ARGV: 1-7 as ADMIT, 8 node id, 9 member(uid, conn), 10 and 11 the node index key
+-- of node N is ARGV[10] .. N .. ARGV[11], 12 uid, 13 inbox max bytes (-1: do not
+-- fetch), 14 seen ttl ms (0: do not mark).
+-- Admits (see _ADMIT_FN), indexes the session under its node and un-indexes the
+-- evicted ones, reads revocation and ban (after the write, in the same step: the
+-- admission-race re-check), and when admitted, not revoked and not banned marks the
+-- user seen and reads the first inbox page.
+-- Returns {admitted, revoked, banned, {evicted conn, record, ...}, {inbox...}}.
+"""
+    + _ADMIT_FN
+    + _INBOX_LIST_FN
+    + """
+local result = admit(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
+  ARGV[6], ARGV[7])
+local revoked = redis.call('EXISTS', KEYS[5])
+local banned = 0
+if redis.call('GET', KEYS[6]) == 'banned' then banned = 1 end
+if result[1] == 0 then return {0, revoked, banned, {}, {}} end
+local evicted = {}
+for i = 2, #result, 2 do
+  local conn, value = result[i], result[i + 1]
+  local bar = string.find(value, '|', 1, true)
+  local node = cmsgpack.unpack(string.sub(value, bar + 1))[1]
+  redis.call('ZREM', ARGV[10] .. node .. ARGV[11], ARGV[12] .. '\0' .. conn)
+  evicted[#evicted + 1] = conn
+  evicted[#evicted + 1] = value
 end
-local limit = tonumber(ARGV[3])
-local result = {1}
-if #others >= limit then
-  if ARGV[4] == 'reject' then return {0} end
-  table.sort(others, function(a, b)
-    if a[3] ~= b[3] then return a[3] < b[3] end
-    return a[2] < b[2]
-  end)
-  for i = 1, #others - limit + 1 do
-    redis.call('ZREM', KEYS[1], others[i][1])
-    redis.call('HDEL', KEYS[2], others[i][1])
-    result[#result + 1] = others[i][1]
-    result[#result + 1] = others[i][4]
-  end
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[9])
+redis.call('PEXPIRE', KEYS[3], ARGV[7])
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[8])
+redis.call('PEXPIRE', KEYS[4], ARGV[7])
+local page = {}
+if revoked == 0 and banned == 0 then
+  if tonumber(ARGV[14]) > 0 then redis.call('SET', KEYS[10], '1', 'PX', ARGV[14]) end
+  if tonumber(ARGV[13]) >= 0 then page = inbox_list(KEYS[7], KEYS[8], KEYS[9], ARGV[13]) end
 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[5])
-redis.call('HSET', KEYS[2], ARGV[5], string.format('%d|', mine or top + 1) .. ARGV[6])
-redis.call('PEXPIRE', KEYS[1], ARGV[7])
-redis.call('PEXPIRE', KEYS[2], ARGV[7])
-return result
+return {1, revoked, banned, evicted, page}
 """,
 )
 
@@ -599,21 +679,10 @@ INBOX_LIST = Script(
     """
 -- KEYS: order, messages, info. ARGV: max bytes (0 = all). Returns the messages,
 -- oldest first; with max bytes only those whose sizes add up to it (at least one).
-local max_bytes = tonumber(ARGV[1])
-local result = {}
-local total = 0
-for _, mid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local value = redis.call('HGET', KEYS[2], mid)
-  if value then
-    local meta = redis.call('HGET', KEYS[3], 'm:' .. mid)
-    local size = #value
-    if meta then size = tonumber(string.sub(meta, 1, string.find(meta, '|', 1, true) - 1)) end
-    total = total + size
-    if max_bytes > 0 and #result > 0 and total > max_bytes then break end
-    result[#result + 1] = value
-  end
-end
-return result
+"""
+    + _INBOX_LIST_FN
+    + """
+return inbox_list(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
 """,
 )
 

@@ -13,7 +13,7 @@ import asyncio
 
 import pytest
 
-from core.backend.base import Backend, DirectMessage, SessionRecord
+from core.backend.base import Backend, DirectMessage, InboxPage, SessionRecord
 from tests.contract.conftest import Harness
 
 pytestmark = pytest.mark.gen_test(timeout=30)
@@ -106,3 +106,42 @@ async def test_a_handshake_that_goes_away_frees_its_slot(harness: Harness) -> No
             break
         await asyncio.sleep(0.02)
     assert (await b.admit(_record("carol", "next", b.node_id), 1, "reject")).admitted
+
+
+async def test_an_admission_reads_access_and_the_inbox_in_its_own_step(harness: Harness) -> None:
+    """``Admission.access`` and ``Admission.inbox``: read with the registry write where
+    the backend can (memory, one Redis), left to the caller on a cluster (None)."""
+    nodes = await _nodes(harness)
+    b = nodes[-1]
+    await nodes[0].ban("banned", None)
+    await nodes[0].revoke_jti("jti-revoked", harness.now_ms() + 60_000)
+    for uid in ("ok", "banned", "revoked"):
+        for i in range(3):
+            dm = DirectMessage(mid=f"{uid}{i}", to_uid=uid, from_uid="x", data=b"d" * 10, ts=i)
+            await nodes[0].inbox_put(dm)
+
+    def rec(uid: str, conn: str) -> SessionRecord:
+        return SessionRecord(conn, uid, b.node_id, "10.0.0.1", 0, jti=f"jti-{uid}")
+
+    page = InboxPage(max_bytes=1, seen_ttl_s=60)
+    results = await asyncio.gather(
+        *(b.admit(rec(uid, f"c-{uid}"), 5, "reject", page) for uid in ("ok", "banned", "revoked"))
+    )
+    ok, banned, revoked = results
+    assert all(r.admitted for r in results)  # the gate refuses (and releases) these
+    if harness.kind == "redis-cluster":
+        assert all(r.access is None and r.inbox is None for r in results)
+        return
+    assert ok.access is not None and not ok.access.revoked and not ok.access.banned
+    assert ok.inbox is not None and [m.mid for m in ok.inbox] == ["ok0"]  # one page, >= 1
+    assert await b.was_seen("ok") and not await b.was_seen("banned")
+    assert banned.access is not None and banned.access.banned and banned.inbox is None
+    assert revoked.access is not None and revoked.access.revoked and revoked.inbox is None
+    # indexed under its node in the same step; a rejected one is not
+    assert (await b.cluster_counts()).get(b.node_id) == 3
+    full = await b.admit(rec("ok", "c-2"), 1, "reject", page)
+    assert not full.admitted and full.inbox is None
+    assert (await b.cluster_counts()).get(b.node_id) == 3
+    # no inbox asked: none read, access still read
+    plain = await b.admit(rec("ok2", "c-3"), 5, "reject")
+    assert plain.inbox is None and plain.access is not None

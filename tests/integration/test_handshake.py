@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
+import jwt
+import msgpack
 import pytest
 
-from core.backend.base import BackendOptions, NodeCommand, NodeOp
+from core.backend.base import BackendOptions, DirectMessage, NodeCommand, NodeOp
 from core.backend.memory import MemoryBackend
+from core.backend.redis import RedisBackend
 from core.clock import SystemClock
 from tests.conftest import NodeFactory
 from tests.harness import connect, eventually, refused, token
+from tests.redis_server import shared_server
 from tests.tokens import (
     SECRET,
     good_claims,
@@ -218,8 +223,8 @@ async def test_token_expiry_4002_unless_refreshed(nodes: NodeFactory) -> None:
 class _RacingBackend(MemoryBackend):
     """Plays a newer login that evicts each admission before its reply arrives."""
 
-    async def admit(self, record: Any, limit: int, policy: Any) -> Any:
-        result = await super().admit(record, limit, policy)
+    async def admit(self, record: Any, limit: int, policy: Any, inbox: Any = None) -> Any:
+        result = await super().admit(record, limit, policy, inbox)
         if record.uid == "raced":
             cmd = NodeCommand(NodeOp.CLOSE_CONN, 4009, "replaced", conn_id=record.conn_id)
             await self.send_command(self.node_id, cmd)
@@ -260,3 +265,42 @@ async def test_asymmetric_algorithms_end_to_end(
     # an HS256 token signed with the public key as HMAC secret: the confusion attack
     assert (await refused(node, make_token(good_claims("alice"), secret=pub))).status == 401
     assert (await refused(node, make_token(good_claims("alice")))).status == 401
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_concurrent_handshakes_on_redis_take_two_calls_each(nodes: NodeFactory) -> None:
+    """On one Redis a handshake costs the access read and ONE admission script (which
+    also indexes the session, re-reads revocation and ban, and reads the inbox page):
+    no separate re-check or inbox call. Offline messages still arrive; a user banned
+    and a token revoked before the storm are still refused."""
+    node = await nodes(
+        {"backend.url": shared_server().url, "backend.key_prefix": f"hs:{uuid.uuid4().hex}:"}
+    )
+    backend = node.backend
+    assert isinstance(backend, RedisBackend)
+    n = 40
+    for i in range(0, n, 4):
+        data = msgpack.packb("hi")  # the encoded payload, as a sender's dm carries it
+        dm = DirectMessage(mid=f"m{i}", to_uid=f"s{i}", from_uid="x", data=data, ts=i)
+        assert await backend.inbox_put(dm)
+    await backend.ban("s1", None)
+    revoked = make_token(good_claims("s2"))
+    jti = jwt.decode(revoked, options={"verify_signature": False})["jti"]
+    await backend.revoke_jti(jti, int(time.time() * 1000) + 60_000)
+    before = backend.batch_counts()
+    tokens = [revoked if i == 2 else token(f"s{i}") for i in range(n)]
+    outcomes = await asyncio.gather(*(connect(node, t) for t in tokens), return_exceptions=True)
+    after = backend.batch_counts()
+    calls = {kind: after[kind][1] - before[kind][1] for kind in after}
+    assert calls == {"access_state": n, "admit": n - 2, "inbox_list": 0}
+    assert calls["admit"] > after["admit"][0] - before["admit"][0]  # batched
+    for i, outcome in enumerate(outcomes):
+        if i in (1, 2):
+            assert isinstance(outcome, Exception), f"s{i} was admitted"
+            continue
+        assert not isinstance(outcome, BaseException), outcome
+        if i % 4 == 0:
+            dm = await outcome.expect("dm")
+            assert dm["mid"] == f"m{i}" and dm["offline"] is True and dm["data"] == "hi"
+        outcome.close()
+    assert await backend.sessions_of("s1") == [] and await backend.sessions_of("s2") == []

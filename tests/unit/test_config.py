@@ -123,6 +123,7 @@ CONTRACT_DEFAULTS: dict[str, object] = {
     "server.host": "0.0.0.0",
     "server.port": 8080,
     "server.workers": 1,
+    "server.backlog": 4096,
     "server.node_id": None,
     "server.drain_s": 10,
     "server.backend_wait_s": 20,
@@ -438,6 +439,7 @@ def test_every_number_refuses_negative(key: str) -> None:
     "key",
     [
         "server.workers",
+        "server.backlog",
         "auth.access_ttl_s",
         "auth.refresh_ttl_s",
         "auth.timeout_s",

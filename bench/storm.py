@@ -1,0 +1,215 @@
+"""Scenario ``storm`` (issue 13, goal 2): a reconnect storm against one node.
+
+    python -m bench.run storm [--short]
+
+After a deploy every client comes back at once. One run, for one target: the server
+starts pinned to CPU 0 (Redis, when used, and the client processes on CPU 1);
+``warm`` connections are opened and kept; then ``procs`` client processes open their
+share of ``n`` connections **all at once** (no client-side concurrency limit: every
+connect is started in the same instant, as clients whose connection just dropped
+would). Measured, per run:
+
+* handshake latency of each connection, from its connect to its ``welcome`` (bearer
+  JWT verified, revocation and ban checked, admitted under the per-user cap,
+  registered): p50, p99 and max over all ``n``;
+* how many were admitted and how many refused or failed (the goal: all admitted);
+* wall time until the last ``welcome``, node CPU and Redis CPU per connection.
+
+Targets: ``squall-redis`` (the goal's subject) and ``squall`` (memory backend, for
+the ratio), interleaved, ``runs`` each; medians of the per-run figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import cpu_busy, cpu_seconds
+from bench.conn import (
+    Redis,
+    Server,
+    connect,
+    host_cpus,
+    median,
+    pct,
+    start_clients,
+    start_server,
+    stop_all,
+)
+
+__all__ = ["StormParams", "render_section", "run_once", "scenario"]
+
+TARGETS = ("squall-redis", "squall")
+
+#: the goal: p99 handshake latency of the storm, ms
+GOAL_P99_MS = 2000.0
+
+
+@dataclass(frozen=True)
+class StormParams:
+    n: int = 5000
+    procs: int = 4
+    warm: int = 100
+    runs: int = 3
+
+
+async def run_once(target: str, p: StormParams, workdir: Path) -> dict[str, Any]:
+    server_cpu, client_cpu = host_cpus()
+    server: Server | None = None
+    redis: Redis | None = None
+    clients: list[Any] = []
+    warm: list[Any] = []
+    try:
+        if target == "squall-redis":
+            redis = Redis(client_cpu)
+        server = await start_server(
+            "squall",
+            workdir,
+            server_cpu,
+            redis_url=redis.url if redis else None,
+            max_conn=p.n + p.warm + 100,
+        )
+        warm = await start_clients(workdir, client_cpu, server.port, p.warm, 1, auth=True, tag="w")
+        per = -(-p.n // p.procs)
+        clients = await start_clients(
+            workdir,
+            client_cpu,
+            server.port,
+            p.n,
+            p.procs,
+            auth=True,
+            first_source=3,
+            first_user=p.warm,
+            concurrency=per,  # all at once
+        )
+        await connect(warm, 60.0)
+        pid = server.child.pid
+        s0, h0 = cpu_seconds(pid), cpu_busy()
+        r0 = cpu_seconds(redis.pid) if redis else None
+        t0 = time.monotonic()
+        ready = await connect(clients, 120.0)
+        t1 = time.monotonic()
+        s1, h1 = cpu_seconds(pid), cpu_busy()
+        r1 = cpu_seconds(redis.pid) if redis else None
+    finally:
+        await stop_all(clients, warm, server)
+        if redis is not None:
+            with contextlib.suppress(Exception):
+                redis.stop()
+    latencies = sorted(x for r in ready for x in r.get("handshake_ms", []))
+    admitted = sum(r["connections"] for r in ready)
+    failed = sum(r["failed"] for r in ready)
+    errors = [e for r in ready for e in r["errors"]][:5]
+    cpu = s1.since(s0)
+    wall = t1 - t0
+    n = admitted or 1
+    foreign = None
+    if server_cpu is not None:
+        foreign = max(0.0, (h1[server_cpu] - h0[server_cpu] - cpu.sched) / wall)
+    return {
+        "target": target,
+        "admitted": admitted,
+        "failed": failed,
+        "errors": errors,
+        "complete": failed == 0 and admitted == p.n,
+        "p50_ms": pct(latencies, 0.5),
+        "p99_ms": pct(latencies, 0.99),
+        "max_ms": latencies[-1] if latencies else None,
+        "wall_s": wall,
+        "conn_per_s": admitted / wall,
+        "us_per_conn_sched": cpu.sched / n * 1e6,
+        "redis_us_per_conn": (r1.sched - r0.sched) / n * 1e6 if r0 and r1 else None,
+        "server_busy": cpu.sched / wall,
+        "foreign_cpu0": foreign,
+    }
+
+
+_KEYS = (
+    "p50_ms",
+    "p99_ms",
+    "max_ms",
+    "wall_s",
+    "conn_per_s",
+    "us_per_conn_sched",
+    "redis_us_per_conn",
+    "server_busy",
+    "foreign_cpu0",
+)
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for t in TARGETS:
+        mine = [r for r in runs if r.get("target") == t and "error" not in r]
+        out[t] = {
+            "runs": len(mine),
+            "complete_runs": sum(1 for r in mine if r.get("complete")),
+            "admitted_min": min((r["admitted"] for r in mine), default=None),
+            "failed_total": sum(r["failed"] for r in mine),
+            "p99_ms_max": max((r["p99_ms"] or 0.0 for r in mine), default=None),
+        }
+        for k in _KEYS:
+            out[t][k] = median([r.get(k) for r in mine])
+    return out
+
+
+async def scenario(short: bool, workdir: Path, guarded: Any) -> dict[str, Any]:
+    p = StormParams(runs=1) if short else StormParams()
+    runs: list[dict[str, Any]] = []
+    for i in range(p.runs):
+        order = TARGETS[i % 2 :] + TARGETS[: i % 2]
+        for t in order:
+            r = await guarded(
+                f"storm {t} #{i + 1}",
+                lambda t=t, i=i: run_once(t, p, workdir / f"run{i}-{t}"),
+                240.0,
+            )
+            r.setdefault("target", t)
+            runs.append(r)
+    return {"params": asdict(p), "runs": runs, "summary": summarize(runs)}
+
+
+def _f(v: Any, nd: int = 0) -> str:
+    return "n/a" if v is None else f"{v:,.{nd}f}"
+
+
+def render_section(st: dict[str, Any]) -> list[str]:
+    """The markdown lines of the storm scenario in a ``conn`` results section."""
+    p, s = st["params"], st["summary"]
+    lines = [
+        f"**Reconnect storm**: {p['n']:,} clients in {p['procs']} processes connect at the "
+        f"same instant to one node (after {p['warm']} warm-up connections), server on CPU 0, "
+        f"clients and Redis on CPU 1, {p['runs']} run(s) per target, medians; latency = "
+        "connect to `welcome`. Goal: all admitted, p99 < 2 s on Redis.",
+        "",
+        "| | admitted (min of runs) | failed (all runs) | p50 ms | **p99 ms** (worst run) | "
+        "max ms | last welcome after, s | µs node CPU per connection | Redis µs per "
+        "connection |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t in TARGETS:
+        x = s[t]
+        lines.append(
+            f"| {t} | {_f(x['admitted_min'])} of {p['n']:,} | {x['failed_total']} | "
+            f"{_f(x['p50_ms'])} | **{_f(x['p99_ms'])}** ({_f(x['p99_ms_max'])}) | "
+            f"{_f(x['max_ms'])} | {_f(x['wall_s'], 2)} | {_f(x['us_per_conn_sched'])} | "
+            f"{_f(x['redis_us_per_conn'])} |"
+        )
+    redis = s["squall-redis"]
+    met = (
+        redis["complete_runs"] == redis["runs"] > 0
+        and redis["p99_ms_max"] is not None
+        and redis["p99_ms_max"] < GOAL_P99_MS
+    )
+    if met:
+        verdict = f"Goal met in every run (worst p99 {_f(redis['p99_ms_max'])} ms)."
+    else:
+        verdict = (
+            f"Goal **missed**: worst p99 {_f(redis['p99_ms_max'])} ms, "
+            f"{redis['failed_total']} failed."
+        )
+    lines += ["", verdict, ""]
+    return lines
