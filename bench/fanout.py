@@ -265,6 +265,9 @@ class Layout:
     client_procs: int = 2
     sample_every: int = 20
     lag_every: int = 0  # laggards: 1 member in K stops reading on "lag" (0: none)
+    #: only the latency probes (1 in ``sample_every``) read during a phase, the other
+    #: members once the probes are complete (``bench.loadgen.run_phased_members``)
+    defer_unsampled: bool = False
 
     def per_room(self) -> int:
         return self.members // self.rooms
@@ -518,7 +521,8 @@ async def _one_phase(
     members = children[:-1]
     for c in members:
         assert c.proc.stdin is not None
-        c.proc.stdin.write(json.dumps({"cmd": "phase", "messages": ph.messages}).encode() + b"\n")
+        cmd = {"cmd": "phase", "messages": ph.messages, "defer": layout.defer_unsampled}
+        c.proc.stdin.write(json.dumps(cmd).encode() + b"\n")
     await asyncio.sleep(0.2)
     if redis is not None:
         redis.reset()

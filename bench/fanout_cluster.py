@@ -217,7 +217,10 @@ async def main_async(args: argparse.Namespace, workroot: Path) -> dict[str, Any]
         extra: list[Phase] = []
     else:
         targets = ["squall", "websockets", "raw_floor"]
-        layouts = [Layout(members=args.members, rooms=int(k)) for k in args.rooms.split(",")]
+        layouts = [
+            Layout(members=args.members, rooms=int(k), defer_unsampled=args.defer_unsampled)
+            for k in args.rooms.split(",")
+        ]
         n = args.messages
         phases = [
             Phase("sat-64", n),
@@ -329,6 +332,12 @@ def _placement_notes(report: dict[str, Any]) -> list[str]:
             f"* {t}: {_PLACEMENT.get(where, where)}"
             + (f"; connections per server process: {', '.join(spread)}" if spread else "")
         )
+    if any(lay.get("defer_unsampled") for lay in report.get("layouts", [])):
+        lines.append(
+            "* deferred readers: only the latency probes (1 member in 20) read during a "
+            "phase, the other members once the probes are complete; deliveries / s then "
+            "include that catch-up and are not a throughput figure"
+        )
     lines.append("")
     return lines
 
@@ -362,6 +371,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="before each phase, wait up to this many s for other processes to use "
         "less than 0.15 cores (0: do not wait)",
+    )
+    p.add_argument(
+        "--defer-unsampled",
+        action="store_true",
+        help="matrix: only the latency probes (1 member in 20) read during a phase, the "
+        "others after it: the load generator's CPU no longer competes with the server",
     )
     p.add_argument(
         "--ref",

@@ -83,6 +83,10 @@ class Stats:
         self.closed = 0
         self.all_done = asyncio.Event()
         self.target_complete = 0
+        #: deferred readers (phased members): called once every sampled member is complete
+        self.sampled_complete = 0
+        self.sampled_target = 0
+        self.on_sampled_done: Any = None
 
 
 class WsClient(asyncio.Protocol):
@@ -211,6 +215,10 @@ class WsClient(asyncio.Protocol):
             if stats.complete == stats.target_complete:
                 stats.last_ns = time.time_ns()
                 stats.all_done.set()
+            if self.sample:
+                stats.sampled_complete += 1
+                if stats.sampled_complete == stats.sampled_target and stats.on_sampled_done:
+                    stats.on_sampled_done()
 
     def _sample(self, payload: bytes, now: int) -> None:
         frame = msgpack.unpackb(payload)
@@ -509,6 +517,13 @@ def report_of(stats: Stats, clients: list[WsClient]) -> dict[str, Any]:
 async def run_phased_members(args: argparse.Namespace) -> None:
     """Members that count one phase at a time: ``{"cmd": "phase", "messages": N}``.
 
+    With ``"defer": true`` only the sampled members (the latency probes, one in
+    ``--sample-every``) read during the phase; the others stop reading until every
+    sampled member has its N frames, then read what the kernel kept for them (64 B
+    messages: a few KiB per connection, far below the socket buffers). The server
+    writes to all of them alike, but the load generator's CPU during the fan-out is
+    the probes' only: what remote clients would cost the machine.
+
     Every connection expects N ``msg`` frames in the phase; ``report`` comes when all
     healthy connections have them (laggards excluded), or at once on ``report``.
     ``{"cmd": "lag"}`` makes every ``--lag-every``-th connection stop reading;
@@ -557,6 +572,24 @@ async def run_phased_members(args: argparse.Namespace) -> None:
             for c in clients:
                 c.count = 0
             stats.target_complete = sum(1 for c in clients if not c.stopped)
+            stats.sampled_complete = 0
+            stats.on_sampled_done = None
+            if cmd.get("defer"):
+                deferred = [c for c in clients if not c.sample and not c.stopped]
+                probes = [c for c in clients if c.sample and not c.stopped]
+                stats.sampled_target = len(probes)
+                for c in deferred:
+                    assert c.transport is not None
+                    c.transport.pause_reading()
+
+                def read_all(deferred: list[WsClient] = deferred) -> None:
+                    for c in deferred:
+                        if c.transport is not None and not c.transport.is_closing():
+                            c.transport.resume_reading()
+
+                stats.on_sampled_done = read_all
+                if not probes:
+                    read_all()
             waiter = asyncio.ensure_future(when_done())
         elif name == "report":
             if waiter is not None:
