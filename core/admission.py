@@ -26,7 +26,6 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections import deque
 
@@ -50,7 +49,14 @@ class AdmissionGate:
         self.max_wait_s = max_wait_s
         self._rng = rng or random.Random()
         self._holders = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        #: (waiter, deadline) in arrival order; a waiter already done (cancelled by
+        #: its handshake, or answered) is skipped when reached, not searched for
+        self._waiters: deque[tuple[asyncio.Future[bool], float]] = deque()
+        #: waiters not yet done (the queue's real length)
+        self._live = 0
+        #: one timer for the whole queue, at the oldest waiter's deadline (all wait
+        #: the same ``max_wait_s``, so the oldest expires first)
+        self._timer: asyncio.TimerHandle | None = None
         #: loop times of the latest completed handshakes (the recent service rate)
         self._done: deque[float] = deque(maxlen=256)
         #: handshakes refused by the gate (observability and tests)
@@ -62,35 +68,38 @@ class AdmissionGate:
 
     @property
     def waiting(self) -> int:
-        return len(self._waiters)
+        return self._live
 
     async def enter(self) -> bool:
-        """Take a slot; False (refused) when the queue is full or the wait ran out."""
-        if not self._waiters and self._holders < self.concurrency:
+        """Take a slot; False (refused) when the queue is full or the wait ran out.
+
+        A storm queues thousands of waiters: each costs one future and a deque entry
+        (no task, no timer of its own)."""
+        if not self._live and self._holders < self.concurrency:
             self._holders += 1
             return True
-        if len(self._waiters) >= self.max_waiting:
+        if self._live >= self.max_waiting:
             self.refused += 1
             return False
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiters.append((waiter, loop.time() + self.max_wait_s))
+        self._live += 1
+        if self._timer is None:
+            self._arm(loop)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), self.max_wait_s)
-        except TimeoutError:
-            if waiter.done() and not waiter.cancelled():
-                return True  # granted in the same instant: keep it
-            waiter.cancel()
-            self._discard(waiter)
-            self.refused += 1
-            return False
+            granted = await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self.leave()  # granted, but the handshake went away: pass it on
+                if waiter.result():
+                    self.leave()  # granted, but the handshake went away: pass it on
             else:
                 waiter.cancel()
-                self._discard(waiter)
+                self._live -= 1  # its entry is skipped when reached
             raise
-        return True
+        if not granted:
+            self.refused += 1
+        return granted
 
     def leave(self) -> None:
         """Give a slot back (exactly once per successful :meth:`enter`)."""
@@ -110,13 +119,35 @@ class AdmissionGate:
 
     # -- internals -----------------------------------------------------------------
 
-    def _discard(self, waiter: asyncio.Future[None]) -> None:
-        with contextlib.suppress(ValueError):
-            self._waiters.remove(waiter)
+    def _head(self) -> tuple[asyncio.Future[bool], float] | None:
+        """The oldest waiter not yet done (entries of done ones are dropped)."""
+        waiters = self._waiters
+        while waiters:
+            if not waiters[0][0].done():
+                return waiters[0]
+            waiters.popleft()
+        return None
 
     def _grant(self) -> None:
-        while self._waiters and self._holders < self.concurrency:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                self._holders += 1
-                waiter.set_result(None)
+        while self._holders < self.concurrency:
+            head = self._head()
+            if head is None:
+                return
+            self._waiters.popleft()
+            self._live -= 1
+            self._holders += 1
+            head[0].set_result(True)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        head = self._head()
+        self._timer = None if head is None else loop.call_at(head[1], self._expire)
+
+    def _expire(self) -> None:
+        """Refuse every waiter whose deadline passed; re-arm for the next one."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while (head := self._head()) is not None and head[1] <= now + 1e-3:
+            self._waiters.popleft()
+            self._live -= 1
+            head[0].set_result(False)
+        self._arm(loop)

@@ -105,6 +105,9 @@ __all__ = ["RedisBackend", "mask_url"]
 
 log = logging.getLogger("squall.backend.redis")
 
+#: admissions per ADMIT_BATCH call (bounds the time Redis spends in one script)
+ADMIT_CHUNK = 64
+
 #: one batched admission: the record, the per-user limit, the policy, the inbox page
 AdmitCall = tuple[SessionRecord, int, Policy, InboxPage | None]
 
@@ -508,9 +511,10 @@ class RedisBackend(SecurityRecords, Backend):
         """See :meth:`Backend.admit`: one script on the user's slot decides (atomic);
         the session is indexed under its node for :meth:`cluster_counts`.
 
-        On one Redis the whole step is one script (``ADMIT_WATCHED``): admission,
-        node index, the revocation and ban re-read (``Admission.access``) and the
-        inbox page (``Admission.inbox``), one command per handshake. On a cluster the
+        On one Redis the whole step is one script (``ADMIT_BATCH``): admission, node
+        index, the revocation and ban re-read (``Admission.access``) and the inbox
+        page (``Admission.inbox``); one script call admits a whole batch (up to
+        :data:`ADMIT_CHUNK` admissions), each admission still one atomic step. On a cluster the
         keys span slots: the script admits, the index follows (see
         :meth:`_admit_cluster`) and ``access`` and ``inbox`` are left to the caller.
 
@@ -525,71 +529,76 @@ class RedisBackend(SecurityRecords, Backend):
         return await self._admissions.call((record, limit, policy, inbox))
 
     async def _admit_many(self, calls: Sequence[AdmitCall]) -> list[Admission | BaseException]:
-        """Admit a batch in one round trip (one Redis) or as :meth:`_admit_cluster`."""
+        """Admit a batch: on one Redis ``ADMIT_BATCH`` scripts of at most
+        :data:`ADMIT_CHUNK` admissions each, in one round trip; on a cluster
+        :meth:`_admit_cluster`."""
         if self._cluster:
             return await self._admit_cluster(calls)
         k = self._keys
         now = self._now_ms()
         expiry = now + self._session_ttl_ms
-        index_head, _, index_tail = k.node_sessions("\0").partition("\0")
+        templates: list[Any] = []
+        for name in (
+            k.user_sessions,
+            k.user_records,
+            k.node_sessions,
+            k.revoked,
+            k.ban,
+            k.inbox_order,
+            k.inbox_messages,
+            k.inbox_info,
+            k.seen,
+        ):
+            head, _, tail = name("\0").partition("\0")
+            templates += [head, tail]
+        # chunks of one node's records (a node admits its own; tests admit others')
+        by_node: dict[str, list[int]] = {}
+        for i, (record, *_rest) in enumerate(calls):
+            by_node.setdefault(record.node_id, []).append(i)
+        chunks: list[list[int]] = []
         scripts = []
-        for record, limit, policy, inbox in calls:
-            uid = record.uid
-            scripts.append(
-                (
-                    lua.ADMIT_WATCHED,
-                    (
-                        k.user_sessions(uid),
-                        k.user_records(uid),
-                        k.node_sessions(record.node_id),
-                        k.nodes(),
-                        k.revoked(record.jti or ""),  # as access_state reads it
-                        k.ban(uid),
-                        k.inbox_order(uid),
-                        k.inbox_messages(uid),
-                        k.inbox_info(uid),
-                        k.seen(uid),
-                    ),
-                    (
-                        now,
-                        expiry,
-                        limit,
-                        policy,
+        for node_id, indexes in by_node.items():
+            for at in range(0, len(indexes), ADMIT_CHUNK):
+                chunk = indexes[at : at + ADMIT_CHUNK]
+                args: list[Any] = [now, expiry, self._registry_key_ttl_ms, node_id, k.nodes()]
+                args += templates
+                for i in chunk:
+                    record, limit, policy, inbox = calls[i]
+                    args += [
+                        record.uid,
                         record.conn_id,
                         encode_record(record),
-                        self._registry_key_ttl_ms,
-                        record.node_id,
-                        member(uid, record.conn_id),
-                        index_head,
-                        index_tail,
-                        uid,
+                        limit,
+                        policy,
+                        record.jti or "",  # as access_state reads it
                         -1 if inbox is None else inbox.max_bytes,
                         expiry_ms(inbox.seen_ttl_s) if inbox and inbox.seen_ttl_s else 0,
-                    ),
-                )
-            )
+                    ]
+                chunks.append(chunk)
+                scripts.append((lua.ADMIT_BATCH, (), args))
         replies = await self._cmd.eval_many("admit", scripts)
-        outcomes: list[Admission | BaseException] = []
-        for (record, _limit, _policy, inbox), reply in zip(calls, replies, strict=True):
-            if isinstance(reply, BaseException):
-                outcomes.append(reply)
-                continue
-            admitted, revoked, banned, evicted_flat, page = reply
-            access = AccessState(lockout_s=0.0, revoked=bool(revoked), banned=bool(banned))
-            if not admitted:
-                outcomes.append(Admission(admitted=False, access=access))
-                continue
-            evicted = self._admitted(record, evicted_flat)
-            watched = inbox is not None and not (access.revoked or access.banned)
-            outcomes.append(
-                Admission(
-                    admitted=True,
-                    evicted=evicted,
-                    access=access,
-                    inbox=[decode_dm(value) for value in page] if watched else None,
+        outcomes: list[Admission | BaseException | None] = [None] * len(calls)
+        for chunk, reply in zip(chunks, replies, strict=True):
+            for n, i in enumerate(chunk):
+                outcomes[i] = (
+                    reply if isinstance(reply, BaseException) else self._outcome(calls[i], reply[n])
                 )
-            )
-        return outcomes
+        return [o for o in outcomes if o is not None]
+
+    def _outcome(self, call: AdmitCall, reply: Sequence[Any]) -> Admission:
+        """The :class:`Admission` of one ``ADMIT_BATCH`` reply."""
+        record, _limit, _policy, inbox = call
+        admitted, revoked, banned, evicted_flat, page = reply
+        access = AccessState(lockout_s=0.0, revoked=bool(revoked), banned=bool(banned))
+        if not admitted:
+            return Admission(admitted=False, access=access)
+        watched = inbox is not None and not (access.revoked or access.banned)
+        return Admission(
+            admitted=True,
+            evicted=self._admitted(record, evicted_flat),
+            access=access,
+            inbox=[decode_dm(value) for value in page] if watched else None,
+        )
 
     def _admitted(self, record: SessionRecord, evicted_flat: Sequence[Any]) -> list[SessionRecord]:
         """Note an admitted record (and the ones it evicted) as this node's own."""

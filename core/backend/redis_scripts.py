@@ -22,7 +22,7 @@ from typing import Literal
 
 __all__ = [
     "ADMIT",
-    "ADMIT_WATCHED",
+    "ADMIT_BATCH",
     "EXTEND",
     "FAMILY_REVOKE",
     "FAMILY_ROTATE",
@@ -294,7 +294,7 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
 """,
 )
 
-# The admission step, shared by ADMIT (any Redis) and ADMIT_WATCHED (one Redis).
+# The admission step, shared by ADMIT (any Redis) and ADMIT_BATCH (one Redis).
 # sessions: conn -> expiry; records: conn -> '<admission no>|<msgpack [node_id, ip,
 # connected_at, jti]>'. Returns {0} (rejected) or {1, conn, record, ...} listing the
 # evicted records. Oldest = smallest connected_at, ties broken by admission order
@@ -378,50 +378,68 @@ return admit(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV
 """,
 )
 
-ADMIT_WATCHED = Script(
-    "admit_watched",
+ADMIT_BATCH = Script(
+    "admit_batch",
     """
--- One Redis only (its keys span slots): the whole Redis side of a handshake after
--- the token check, in one atomic step.
--- KEYS: 1 sessions, 2 records, 3 node index, 4 nodes, 5 revoked(jti), 6 ban(uid),
--- 7 inbox order, 8 inbox messages, 9 inbox info, 10 seen(uid).
--- ARGV: 1-7 as ADMIT, 8 node id, 9 member(uid, conn), 10 and 11 the node index key
--- of node N is ARGV[10] .. N .. ARGV[11], 12 uid, 13 inbox max bytes (-1: do not
--- fetch), 14 seen ttl ms (0: do not mark).
--- Admits (see _ADMIT_FN), indexes the session under its node and un-indexes the
--- evicted ones, reads revocation and ban (after the write, in the same step: the
--- admission-race re-check), and when admitted, not revoked and not banned marks the
--- user seen and reads the first inbox page.
--- Returns {admitted, revoked, banned, {evicted conn, record, ...}, {inbox...}}.
+-- One Redis only (its keys span slots, and are built here from the templates the
+-- caller passes, so the key names still come from core/backend/redis_keys.py): the
+-- whole Redis side of a batch of handshakes after their token checks, in one call.
+-- ARGV: 1 now ms, 2 expiry ms, 3 key ttl ms, 4 node id, 5 nodes key, then pairs
+-- (head, tail) of key templates, key = head .. id .. tail: 6/7 sessions, 8/9 records,
+-- 10/11 node index (id: a node), 12/13 revoked (id: a jti), 14/15 ban, 16/17 inbox
+-- order, 18/19 inbox messages, 20/21 inbox info, 22/23 seen; then 8 per admission:
+-- uid, conn_id, record, limit, policy, jti, inbox max bytes (-1: do not fetch),
+-- seen ttl ms (0: do not mark).
+-- Per admission, in order, each as one step: admit (see _ADMIT_FN), index the
+-- session under its node and un-index the evicted ones, read revocation and ban
+-- (after the write: the admission-race re-check), and when admitted, not revoked and
+-- not banned mark the user seen and read the first inbox page.
+-- Returns one {admitted, revoked, banned, {evicted conn, record, ...}, {inbox...}}
+-- per admission.
 """
     + _ADMIT_FN
     + _INBOX_LIST_FN
     + """
-local result = admit(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
-  ARGV[6], ARGV[7])
-local revoked = redis.call('EXISTS', KEYS[5])
-local banned = 0
-if redis.call('GET', KEYS[6]) == 'banned' then banned = 1 end
-if result[1] == 0 then return {0, revoked, banned, {}, {}} end
-local evicted = {}
-for i = 2, #result, 2 do
-  local conn, value = result[i], result[i + 1]
-  local bar = string.find(value, '|', 1, true)
-  local node = cmsgpack.unpack(string.sub(value, bar + 1))[1]
-  redis.call('ZREM', ARGV[10] .. node .. ARGV[11], ARGV[12] .. '\0' .. conn)
-  evicted[#evicted + 1] = conn
-  evicted[#evicted + 1] = value
+local now, expiry, ttl, node_id, nodes = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local function key(at, id) return ARGV[at] .. id .. ARGV[at + 1] end
+local own_index = key(10, node_id)
+local out = {}
+for base = 24, #ARGV, 8 do
+  local uid, conn_id, record = ARGV[base], ARGV[base + 1], ARGV[base + 2]
+  local result = admit(key(6, uid), key(8, uid), now, expiry, ARGV[base + 3],
+    ARGV[base + 4], conn_id, record, ttl)
+  local revoked = redis.call('EXISTS', key(12, ARGV[base + 5]))
+  local banned = 0
+  if redis.call('GET', key(14, uid)) == 'banned' then banned = 1 end
+  if result[1] == 0 then
+    out[#out + 1] = {0, revoked, banned, {}, {}}
+  else
+    local evicted = {}
+    for i = 2, #result, 2 do
+      local conn, value = result[i], result[i + 1]
+      local bar = string.find(value, '|', 1, true)
+      local node = cmsgpack.unpack(string.sub(value, bar + 1))[1]
+      redis.call('ZREM', key(10, node), uid .. '\0' .. conn)
+      evicted[#evicted + 1] = conn
+      evicted[#evicted + 1] = value
+    end
+    redis.call('ZADD', own_index, expiry, uid .. '\0' .. conn_id)
+    local page = {}
+    if revoked == 0 and banned == 0 then
+      local seen_ttl = tonumber(ARGV[base + 7])
+      if seen_ttl > 0 then redis.call('SET', key(22, uid), '1', 'PX', seen_ttl) end
+      local max_bytes = tonumber(ARGV[base + 6])
+      if max_bytes >= 0 then
+        page = inbox_list(key(16, uid), key(18, uid), key(20, uid), max_bytes)
+      end
+    end
+    out[#out + 1] = {1, revoked, banned, evicted, page}
+  end
 end
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[9])
-redis.call('PEXPIRE', KEYS[3], ARGV[7])
-redis.call('ZADD', KEYS[4], ARGV[2], ARGV[8])
-redis.call('PEXPIRE', KEYS[4], ARGV[7])
-local page = {}
-if revoked == 0 and banned == 0 then
-  if tonumber(ARGV[14]) > 0 then redis.call('SET', KEYS[10], '1', 'PX', ARGV[14]) end
-  if tonumber(ARGV[13]) >= 0 then page = inbox_list(KEYS[7], KEYS[8], KEYS[9], ARGV[13]) end
-end
-return {1, revoked, banned, evicted, page}
+redis.call('PEXPIRE', own_index, ttl)
+redis.call('ZADD', nodes, expiry, node_id)
+redis.call('PEXPIRE', nodes, ttl)
+return out
 """,
 )
 

@@ -95,3 +95,31 @@ def test_retry_after_is_the_queue_ahead_at_the_recent_rate() -> None:
 
     retry = asyncio.run(run())
     assert 3.0 <= retry <= 15.0
+
+
+def test_a_storm_of_waiters_with_cancellations_is_served_in_order_then_expires() -> None:
+    async def run() -> None:
+        gate = AdmissionGate(concurrency=1, max_waiting=2000, max_wait_s=0.3)
+        assert await gate.enter()
+        waiters = [asyncio.ensure_future(gate.enter()) for _ in range(1000)]
+        await asyncio.sleep(0)
+        assert gate.waiting == 1000
+        for w in waiters[::2]:
+            w.cancel()  # handshakes that went away while queued
+        await asyncio.sleep(0)
+        assert gate.waiting == 500
+        gate.leave()  # the slot goes to the oldest waiter still there
+        await asyncio.sleep(0)
+        assert waiters[1].done() and waiters[1].result() is True
+        assert not any(w.done() for w in waiters[3::2])
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        rest = await asyncio.gather(*waiters[3::2])
+        assert rest == [False] * 499  # refused together when their wait ran out
+        assert 0.25 <= loop.time() - start < 1.0
+        assert gate.waiting == 0 and gate.refused == 499
+        gate.leave()
+        assert gate.holders == 0 and await gate.enter()
+        gate.leave()
+
+    asyncio.run(run())
