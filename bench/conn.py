@@ -615,6 +615,7 @@ async def _guarded(
     shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
     shown.pop("trace", None)
     shown.pop("lat_us", None)
+    shown.pop("percentiles_ms", None)
     print(f"[{label}] {json.dumps(shown)}", file=sys.stderr, flush=True)
     return r
 

@@ -118,6 +118,8 @@ async def run_once(target: str, p: StormParams, workdir: Path) -> dict[str, Any]
         "p50_ms": pct(latencies, 0.5),
         "p99_ms": pct(latencies, 0.99),
         "max_ms": latencies[-1] if latencies else None,
+        # the latency distribution for charts: the 0th, 1st, ..., 100th percentile
+        "percentiles_ms": [pct(latencies, q / 100) for q in range(101)] if latencies else [],
         "wall_s": wall,
         "conn_per_s": admitted / wall,
         "us_per_conn_sched": cpu.sched / n * 1e6,
