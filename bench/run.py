@@ -303,7 +303,8 @@ def _scaling_markdown(report: dict[str, Any]) -> str:
 
 def regenerate_docs() -> int:
     """``python -m bench.run docs``: rewrite every results section of docs/benchmarks.md
-    from the committed result files (schema 2), e.g. after editing a renderer."""
+    from the committed result files (schema 2), e.g. after editing a renderer, and redraw
+    every chart in docs/img/ (bench/charts.py)."""
     from bench import conn
 
     renderers = {
@@ -322,6 +323,10 @@ def regenerate_docs() -> int:
         if render is not None and report.get("schema") == SCHEMA:
             update_docs(path.stem, render(report))
             print(f"{DOCS.relative_to(REPO)}: section {path.stem}", file=sys.stderr)
+    from bench import charts
+
+    for img in charts.draw_all():  # each chart skips itself (with a note) without inputs
+        print(f"{img}: redrawn", file=sys.stderr)
     return 0
 
 
