@@ -748,7 +748,8 @@ def render(out: dict[str, Any]) -> str:
         t = s["tornado"]
         lines += [
             f"**Handshake**: {p['n']:,} new connections per run ({p['concurrency']} in "
-            f"flight, after {p['warm']} warm-up), server on CPU 0, client and Redis on CPU 1, "
+            f"flight from {p.get('procs', 1)} client process(es), after {p['warm']} warm-up), "
+            "server on CPU 0, clients and Redis on CPU 1, "
             f"{p['runs']} interleaved runs per target, medians.",
             "",
             "| | µs server CPU per connection (min to max) | connections/s | "
