@@ -8,7 +8,8 @@ thousands of sockets, which made a single client the bottleneck) open ``n``
 connections with ``concurrency`` handshakes in flight in all, and server CPU is read
 again when the last one is ready. Ready means: for Squall, ``welcome`` received
 (bearer JWT verified, revocation and ban checked, session registered, per-user cap
-admitted); for the plain Tornado peer, ``101`` received. Connections stay open (closing is not measured).
+admitted); for the plain Tornado peer, ``101`` received. Connections stay open
+(closing is not measured).
 
 Targets: ``squall`` (memory backend), ``squall-redis`` (Redis backend, the Redis
 server's CPU is reported separately) and ``tornado`` (bench/peers/conn_tornado.py).
