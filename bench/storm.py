@@ -15,8 +15,10 @@ would). Measured, per run:
 * how many were admitted and how many refused or failed (the goal: all admitted);
 * wall time until the last ``welcome``, node CPU and Redis CPU per connection.
 
-Targets: ``squall-redis`` (the goal's subject) and ``squall`` (memory backend, for
-the ratio), interleaved, ``runs`` each; medians of the per-run figures.
+Targets: ``squall-redis`` (the goal's subject), ``squall`` (memory backend, for
+the ratio) and ``tornado`` (plain Tornado WebSocket upgrades, no token, no admission:
+bench/peers/conn_tornado.py; ready at ``101``: the floor of a Tornado server under
+the same storm), interleaved, ``runs`` each; medians of the per-run figures.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from bench.conn import (
 
 __all__ = ["StormParams", "render_section", "run_once", "scenario"]
 
-TARGETS = ("squall-redis", "squall")
+TARGETS = ("squall-redis", "squall", "tornado")
 
 #: the goal: p99 handshake latency of the storm, ms
 GOAL_P99_MS = 2000.0
@@ -65,14 +67,16 @@ async def run_once(target: str, p: StormParams, workdir: Path) -> dict[str, Any]
     try:
         if target == "squall-redis":
             redis = Redis(client_cpu)
+        kind = "tornado" if target == "tornado" else "squall"
+        auth = kind == "squall"
         server = await start_server(
-            "squall",
+            kind,
             workdir,
             server_cpu,
             redis_url=redis.url if redis else None,
             max_conn=p.n + p.warm + 100,
         )
-        warm = await start_clients(workdir, client_cpu, server.port, p.warm, 1, auth=True, tag="w")
+        warm = await start_clients(workdir, client_cpu, server.port, p.warm, 1, auth=auth, tag="w")
         per = -(-p.n // p.procs)
         clients = await start_clients(
             workdir,
@@ -80,7 +84,7 @@ async def run_once(target: str, p: StormParams, workdir: Path) -> dict[str, Any]
             server.port,
             p.n,
             p.procs,
-            auth=True,
+            auth=auth,
             first_source=3,
             first_user=p.warm,
             concurrency=per,  # all at once
@@ -162,7 +166,7 @@ async def scenario(short: bool, workdir: Path, guarded: Any) -> dict[str, Any]:
     p = StormParams(runs=1) if short else StormParams()
     runs: list[dict[str, Any]] = []
     for i in range(p.runs):
-        order = TARGETS[i % 2 :] + TARGETS[: i % 2]
+        order = TARGETS[i % 3 :] + TARGETS[: i % 3]
         for t in order:
             r = await guarded(
                 f"storm {t} #{i + 1}",
@@ -185,7 +189,8 @@ def render_section(st: dict[str, Any]) -> list[str]:
         f"**Reconnect storm**: {p['n']:,} clients in {p['procs']} processes connect at the "
         f"same instant to one node (after {p['warm']} warm-up connections), server on CPU 0, "
         f"clients and Redis on CPU 1, {p['runs']} run(s) per target, medians; latency = "
-        "connect to `welcome`. Goal: all admitted, p99 < 2 s on Redis.",
+        "connect to `welcome` (plain Tornado: to its `101`). Goal: all admitted, p99 < 2 s "
+        "on Redis.",
         "",
         "| | admitted (min of runs) | failed (all runs) | p50 ms | **p99 ms** (worst run) | "
         "max ms | last welcome after, s | µs node CPU per connection | Redis µs per "
@@ -193,7 +198,9 @@ def render_section(st: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for t in TARGETS:
-        x = s[t]
+        x = s.get(t)
+        if x is None:
+            continue
         lines.append(
             f"| {t} | {_f(x['admitted_min'])} of {p['n']:,} | {x['failed_total']} | "
             f"{_f(x['p50_ms'])} | **{_f(x['p99_ms'])}** ({_f(x['p99_ms_max'])}) | "
