@@ -245,8 +245,12 @@ def draw_storm() -> list[str]:
     params = report["scenarios"]["storm"].get("params", {})
     plt = plt_module()
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    colours = {"squall-redis": "tab:blue", "squall": "tab:orange"}
-    names = {"squall-redis": "Squall, Redis backend", "squall": "Squall, memory backend"}
+    colours = {"squall-redis": "tab:blue", "squall": "tab:orange", "tornado": "tab:gray"}
+    names = {
+        "squall-redis": "Squall, Redis backend",
+        "squall": "Squall, memory backend",
+        "tornado": "plain Tornado, its listen queue of 128 (to 101)",
+    }
     seen: set[str] = set()
     for run in runs:
         t = str(run.get("target"))
