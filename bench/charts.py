@@ -245,11 +245,17 @@ def draw_storm() -> list[str]:
     params = report["scenarios"]["storm"].get("params", {})
     plt = plt_module()
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    colours = {"squall-redis": "tab:blue", "squall": "tab:orange", "tornado": "tab:gray"}
+    colours = {
+        "squall-redis": "tab:blue",
+        "squall": "tab:orange",
+        "tornado": "tab:gray",
+        "squall-redis-2w": "tab:green",
+    }
     names = {
         "squall-redis": "Squall, Redis backend",
         "squall": "Squall, memory backend",
         "tornado": "plain Tornado, its listen queue of 128 (to 101)",
+        "squall-redis-2w": "Squall, Redis, server.py --workers 2 (both cores)",
     }
     seen: set[str] = set()
     for run in runs:
