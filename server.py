@@ -45,6 +45,7 @@ from core.users import load_users
 from core.workers import Supervisor
 from handlers.app import make_app, make_metrics_app, start_heartbeat
 from handlers.listen import bind, listen, load_tls
+from handlers.tornado_private import accept_in_batches_of
 
 log = logging.getLogger("squall.server")
 
@@ -183,6 +184,7 @@ async def serve(settings: Settings, node_id: str, reuse_port: bool) -> int:
         return 2
     app = make_app(node)
     server = HTTPServer(app, **options)
+    accept_in_batches_of(settings.server.backlog)
     server.add_sockets(sockets)
     retry: asyncio.Task[int] | None = None
     if not up:

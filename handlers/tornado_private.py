@@ -21,6 +21,14 @@ Squall uses Tornado's public API everywhere else. These two needs have no public
 * **Shedding the handshake** (:func:`shed_handshake`): once upgraded, a connection
   needs none of the HTTP request's headers, arguments or connection objects, nor the
   handler's response headers and template namespace.
+* **Draining the listen queue** (:func:`accept_in_batches_of`). Tornado's accept
+  handler takes at most ``tornado.netutil._DEFAULT_BACKLOG`` (128) connections per
+  wake-up, to share them between processes on one socket. Squall's workers each have
+  their own ``SO_REUSEPORT`` socket, so nothing is shared, and in a reconnect storm
+  the node, busy with the handshakes it took, drained its queue 128 at a time while
+  thousands arrived at once: the queue overflowed and the kernel dropped connections,
+  which the clients retried 1 s, 3 s, 7 s later. Taken as many as ``server.backlog``
+  per wake-up, they wait in the node's FIFO admission queue instead.
 
 :data:`PRIVATE_NAMES` lists each private name used, and ``tests/unit/test_private_names.py``
 checks that each still exists with the expected kind, so a Tornado upgrade that renames
@@ -33,6 +41,7 @@ import logging
 from asyncio import Future
 from typing import Any, cast
 
+import tornado.netutil
 from tornado.httputil import HTTPFile, HTTPHeaders
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.util import _websocket_mask
@@ -43,6 +52,7 @@ __all__ = [
     "PROTOCOL_ERROR",
     "FrameReader",
     "StrictProtocol13",
+    "accept_in_batches_of",
     "make_protocol",
     "shed_handshake",
 ]
@@ -64,7 +74,14 @@ PRIVATE_NAMES: tuple[tuple[str, str, str], ...] = (
     ("tornado.websocket.WebSocketProtocol", "_abort", "function"),
     ("tornado.util", "_websocket_mask", "function"),
     ("tornado.web.RequestHandler", "_headers", "instance attribute"),
+    ("tornado.netutil", "_DEFAULT_BACKLOG", "int"),
 )
+
+
+def accept_in_batches_of(n: int) -> None:
+    """Let Tornado's accept handlers take up to ``n`` (at least 128) connections per
+    wake-up (process-wide; see the module docstring). Call before ``add_sockets``."""
+    tornado.netutil._DEFAULT_BACKLOG = max(128, n)
 
 
 class StrictProtocol13(WebSocketProtocol13):

@@ -10,14 +10,18 @@ decision rather than an accident.
 from __future__ import annotations
 
 import ast
+import asyncio
 import importlib
 import inspect
+import socket
 from pathlib import Path
 
 import pytest
+import tornado.netutil
+from tornado.ioloop import IOLoop
 
 from core.backend.redis_edge import CONNECTION_CALLS
-from handlers.tornado_private import PRIVATE_NAMES
+from handlers.tornado_private import PRIVATE_NAMES, accept_in_batches_of
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION = ["server.py", "core", "handlers", "client"]
@@ -49,6 +53,8 @@ def test_private_tornado_name_still_exists(owner: str, name: str, kind: str) -> 
     assert obj is not None, f"Tornado no longer has {owner}.{name}: see handlers/tornado_private.py"
     if kind == "class":
         assert inspect.isclass(obj), f"{owner}.{name} is no longer a class"
+    elif kind == "int":
+        assert isinstance(obj, int), f"{owner}.{name} is no longer an int"
     elif kind == "function":
         assert callable(obj), f"{owner}.{name} is no longer callable"
         assert not inspect.iscoroutinefunction(obj), f"{owner}.{name} became a coroutine"
@@ -105,3 +111,40 @@ def test_no_private_name_outside_the_adapters() -> None:
                 hit for hit in _private_accesses(path) if hit.rsplit(".", 1)[1] not in ALLOWED
             ]
     assert not offenders, "private names outside the adapter modules:\n" + "\n".join(offenders)
+
+
+def test_the_accept_handler_drains_the_listen_queue_in_one_wake_up() -> None:
+    """After ``accept_in_batches_of(n)`` Tornado's accept handler takes every pending
+    connection (up to n) in one wake-up, not 128: a storm waits in the node's
+    admission queue, not in a kernel queue that overflows."""
+    saved = tornado.netutil._DEFAULT_BACKLOG
+    listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(600)]
+    accepted: list[socket.socket] = []
+    per_wakeup: list[int] = []
+
+    async def run() -> None:
+        accept_in_batches_of(1024)
+        loop = IOLoop.current()
+        remove = tornado.netutil.add_accept_handler(
+            listener, lambda conn, _addr: accepted.append(conn)
+        )
+        try:
+            while len(accepted) < len(clients):
+                before = len(accepted)
+                await asyncio.sleep(0)
+                if len(accepted) > before:
+                    per_wakeup.append(len(accepted) - before)
+        finally:
+            remove()
+        assert loop is IOLoop.current()
+
+    try:
+        asyncio.run(asyncio.wait_for(run(), 10))
+    finally:
+        tornado.netutil._DEFAULT_BACKLOG = saved
+        for s in (*clients, *accepted, listener):
+            s.close()
+    assert per_wakeup[0] == 600  # all of them at once (Tornado alone: 128)
