@@ -198,6 +198,8 @@ def table(
         row("load generator CPU (share of 1 core)", "client_cpu_util", 2, ratio=False),
         row("complete runs", "complete_runs", 0, ratio=False),
     ]
+    # a figure older results did not record: no row of n/a
+    lines = [ln for ln in lines if not ln.startswith("| cores used by other") or "n/a |" not in ln]
     # pad the spread row to the header width
     n = head.count("|")
     lines[3] = lines[3] + " |" * max(0, n - lines[3].count("|"))
