@@ -203,6 +203,12 @@ class RedisBackend(SecurityRecords, Backend):
         self._inboxes: IterationBatch[tuple[str, int | None], list[DirectMessage]] = IterationBatch(
             self._inbox_many
         )
+        # A mass disconnect's calls, batched the same way: a dropped network or a
+        # drained node closes thousands of connections in one loop iteration.
+        self._releases: IterationBatch[SessionRecord, None] = IterationBatch(self._release_many)
+        self._leaves: IterationBatch[tuple[Membership, bool], bool] = IterationBatch(
+            self._leave_many
+        )
         self._session_ttl_ms = expiry_ms(options.session_ttl_s)
         # Registry keys outlive their newest entry: their TTL only collects garbage.
         self._registry_key_ttl_ms = 2 * self._session_ttl_ms + 1000
@@ -244,7 +250,7 @@ class RedisBackend(SecurityRecords, Backend):
         self._closed = True
         self._listener = None
         await self._pubsub.close()
-        for batch in (self._access, self._admissions, self._inboxes):
+        for batch in (self._access, self._admissions, self._inboxes, self._leaves, self._releases):
             await batch.drain()
         failure: BackendUnavailable | None = None
         try:
@@ -474,11 +480,24 @@ class RedisBackend(SecurityRecords, Backend):
         return bool(first)
 
     async def presence_leave(self, m: Membership, announce: bool) -> bool:
-        """See :meth:`Backend.presence_leave`; an unknown or expired ``m`` gives False."""
-        _n, *keys_args = self._leave_keys_args(m, announce)
-        last = await self._cmd.eval(self._scripts.presence_leave, keys_args[:2], keys_args[2:])
+        """See :meth:`Backend.presence_leave`; an unknown or expired ``m`` gives False.
+
+        The leaves of one loop iteration share one round trip (each still its own
+        atomic script): a mass disconnect costs one pipeline per batch, not one round
+        trip per membership."""
+        last = await self._leaves.call((m, announce))
         self._own_memberships.pop(m, None)
-        return bool(last)
+        return last
+
+    async def _leave_many(
+        self, calls: Sequence[tuple[Membership, bool]]
+    ) -> list[bool | BaseException]:
+        scripts = []
+        for m, announce in calls:
+            _n, *keys_args = self._leave_keys_args(m, announce)
+            scripts.append((self._scripts.presence_leave, keys_args[:2], keys_args[2:]))
+        replies = await self._scripts_each("presence_leave", scripts)
+        return [r if isinstance(r, BaseException) else bool(r) for r in replies]
 
     def _leave_keys_args(self, m: Membership, announce: bool) -> tuple[Any, ...]:
         """Key count, keys and arguments of the presence-leave script for ``m``."""
@@ -686,6 +705,8 @@ class RedisBackend(SecurityRecords, Backend):
             "access_state": (self._access.batches, self._access.calls),
             "admit": (self._admissions.batches, self._admissions.calls),
             "inbox_list": (self._inboxes.batches, self._inboxes.calls),
+            "presence_leave": (self._leaves.batches, self._leaves.calls),
+            "release": (self._releases.batches, self._releases.calls),
         }
 
     async def _scripts_each(
@@ -721,15 +742,24 @@ class RedisBackend(SecurityRecords, Backend):
         pipe.pexpire(k.nodes(), self._registry_key_ttl_ms)
 
     async def release(self, record: SessionRecord) -> None:
+        """See :meth:`Backend.release`; the releases of one loop iteration share one
+        pipeline (a mass disconnect: one round trip per batch, not per connection)."""
+        await self._releases.call(record)
+        self._own_sessions.pop(record.conn_id, None)
+
+    async def _release_many(self, records: Sequence[SessionRecord]) -> list[None]:
+        """One pipeline for the batch; a failure fails every release of it (each is
+        idempotent: the caller may retry, and the records expire anyway)."""
         k = self._keys
 
         def build(pipe: Any) -> None:
-            pipe.zrem(k.user_sessions(record.uid), record.conn_id)
-            pipe.hdel(k.user_records(record.uid), record.conn_id)
-            pipe.zrem(k.node_sessions(record.node_id), member(record.uid, record.conn_id))
+            for record in records:
+                pipe.zrem(k.user_sessions(record.uid), record.conn_id)
+                pipe.hdel(k.user_records(record.uid), record.conn_id)
+                pipe.zrem(k.node_sessions(record.node_id), member(record.uid, record.conn_id))
 
         await self._cmd.pipeline("release", build)
-        self._own_sessions.pop(record.conn_id, None)
+        return [None] * len(records)
 
     async def sessions_of(self, uid: str) -> list[SessionRecord]:
         k = self._keys
