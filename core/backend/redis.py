@@ -206,6 +206,9 @@ class RedisBackend(SecurityRecords, Backend):
         # A mass disconnect's calls, batched the same way: a dropped network or a
         # drained node closes thousands of connections in one loop iteration.
         self._releases: IterationBatch[SessionRecord, None] = IterationBatch(self._release_many)
+        self._states: IterationBatch[tuple[str, int | None, str | None], Any] = IterationBatch(
+            self._room_state_many
+        )
         self._leaves: IterationBatch[tuple[Membership, bool], bool] = IterationBatch(
             self._leave_many
         )
@@ -250,7 +253,8 @@ class RedisBackend(SecurityRecords, Backend):
         self._closed = True
         self._listener = None
         await self._pubsub.close()
-        for batch in (self._access, self._admissions, self._inboxes, self._leaves, self._releases):
+        batches = (self._access, self._admissions, self._inboxes, self._leaves, self._releases)
+        for batch in (*batches, self._states):
             await batch.drain()
         failure: BackendUnavailable | None = None
         try:
@@ -429,16 +433,29 @@ class RedisBackend(SecurityRecords, Backend):
         return outcomes
 
     async def _room_state(self, room: str, since: int | None, epoch: str | None) -> Any:
+        """One ``ROOM_STATE`` script; the calls of one loop iteration (a join storm
+        after a deploy, every room catching up after an outage) share a round trip."""
+        return await self._states.call((room, since, epoch))
+
+    async def _room_state_many(
+        self, calls: Sequence[tuple[str, int | None, str | None]]
+    ) -> list[Any]:
         k = self._keys
-        return await self._cmd.eval(
-            lua.ROOM_STATE,
-            (k.room_meta(room), k.room_history(room)),
-            (
-                secrets.token_hex(8),
-                expiry_ms(self.options.history_for(room)[1]),
-                "" if since is None else since,
-                epoch or "",
-            ),
+        return await self._scripts_each(
+            "room_state",
+            [
+                (
+                    lua.ROOM_STATE,
+                    (k.room_meta(room), k.room_history(room)),
+                    (
+                        secrets.token_hex(8),
+                        expiry_ms(self.options.history_for(room)[1]),
+                        "" if since is None else since,
+                        epoch or "",
+                    ),
+                )
+                for room, since, epoch in calls
+            ],
         )
 
     async def position(self, room: str) -> RoomPosition:
@@ -707,6 +724,7 @@ class RedisBackend(SecurityRecords, Backend):
             "inbox_list": (self._inboxes.batches, self._inboxes.calls),
             "presence_leave": (self._leaves.batches, self._leaves.calls),
             "release": (self._releases.batches, self._releases.calls),
+            "room_state": (self._states.batches, self._states.calls),
         }
 
     async def _scripts_each(

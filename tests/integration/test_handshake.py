@@ -10,6 +10,7 @@ from typing import Any
 import jwt
 import msgpack
 import pytest
+import redis.asyncio
 
 from core.backend.base import BackendOptions, DirectMessage, NodeCommand, NodeOp
 from core.backend.memory import MemoryBackend
@@ -346,3 +347,54 @@ async def test_a_mass_disconnect_on_redis_releases_everything_in_few_round_trips
         assert batches < n // 5, f"{kind}: {batches} round trips for {calls} calls"
     for i in range(0, n, 37):
         assert await backend.sessions_of(f"m{i}") == []
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_after_a_pubsub_outage_every_room_catches_up_in_batched_round_trips(
+    nodes: NodeFactory,
+) -> None:
+    """600 rooms with members lose the node's pub/sub link while messages are published
+    to them; when it is back every room is caught up from history (each member gets
+    its room's message once, in order) with the history reads batched, not 600 round
+    trips at once."""
+    url = shared_server().url
+    node = await nodes(
+        {
+            "backend.url": url,
+            "backend.key_prefix": f"cu:{uuid.uuid4().hex}:",
+            "ratelimit.messages": 100_000,  # 100 joins at once per client
+        }
+    )
+    backend = node.backend
+    assert isinstance(backend, RedisBackend)
+    rooms = [f"c{i}" for i in range(600)]
+    clients = await asyncio.gather(*(connect(node, token(f"cu{i}")) for i in range(6)))
+    for j, c in enumerate(clients):
+        for i, room in enumerate(rooms[j * 100 : (j + 1) * 100]):
+            c.send({"t": "join", "id": 10 + i, "room": room})
+    for c in clients:
+        await c.wait_for(lambda f: f.get("t") == "ok" and f.get("id") == 109, timeout=20)
+    admin = redis.asyncio.Redis.from_url(url)
+    try:
+        before = backend.batch_counts()["room_state"]
+        await admin.client_kill_filter(_type="pubsub")
+        while backend.available:  # the node notices the lost link
+            await asyncio.sleep(0.01)
+        for room in rooms:  # published while the node is not listening (or resubscribing)
+            await backend.publish(room, msgpack.packb(room), None, 0)
+        while not backend.available:  # resubscribed: every room catches up
+            await asyncio.sleep(0.01)
+        for j, c in enumerate(clients):
+            got = set()
+            while len(got) < 100:
+                frame = await c.wait_for(lambda f: f.get("t") == "msg", timeout=20)
+                c.backlog.clear()
+                assert frame["data"] == frame["room"] and frame["room"] not in got
+                got.add(frame["room"])
+            assert got == set(rooms[j * 100 : (j + 1) * 100])
+        after = backend.batch_counts()["room_state"]
+    finally:
+        await admin.aclose()
+    calls, batches = after[1] - before[1], after[0] - before[0]
+    assert calls >= 600
+    assert batches <= calls // 10, f"{batches} round trips for {calls} history reads"
