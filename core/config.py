@@ -194,6 +194,12 @@ class LimitsConfig:
     max_frame_bytes: int = 65536
     max_rooms_per_connection: int = 100
     outbound_buffer_bytes: int = 1048576
+    #: handshakes doing backend work at once (the rest wait in a FIFO queue)
+    handshake_concurrency: int = 32
+    #: handshakes that may wait; beyond: 503 with a jittered Retry-After at once
+    handshake_queue: int = 5000
+    #: longest wait in the queue; then 503 with a jittered Retry-After
+    handshake_wait_s: float = 8.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,8 @@ _INT_MIN = {
     "limits.max_frame_bytes": 1,
     "limits.max_rooms_per_connection": 1,
     "limits.outbound_buffer_bytes": 1,
+    "limits.handshake_concurrency": 1,
+    "limits.handshake_queue": 0,  # 0 = no queue: refuse when all slots are busy
     "ratelimit.messages": 1,
     "ratelimit.strikes": 1,
     "heartbeat.misses": 1,
@@ -89,6 +91,7 @@ _FLOAT_POSITIVE = {
     "auth.lockout.window_s": True,
     "auth.lockout.block_s": True,
     "ratelimit.window_s": True,
+    "limits.handshake_wait_s": True,
     "heartbeat.interval_s": True,
     "backend.probe_interval_s": True,
     "backend.probe_timeout_s": True,

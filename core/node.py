@@ -70,7 +70,10 @@ class Node:
         )
         self.router.catchup = self.catchup
         #: handshakes queue here (bounded, FIFO) rather than failing at once in a storm
-        self.queue = AdmissionGate()
+        limits = settings.limits
+        self.queue = AdmissionGate(
+            limits.handshake_concurrency, limits.handshake_queue, limits.handshake_wait_s
+        )
         self.gate = Gate(
             settings, backend, verifier, metrics, self.hub, self.life, self.router.on_command
         )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import msgpack
 import pytest
 
 from core.wsframe import OP_BINARY, OP_CONT, OP_PING, OP_PONG
 from tests.conftest import NodeFactory
-from tests.harness import connect, eventually, token
+from tests.harness import connect, eventually, refused, token
 from tests.rawws import RawClient
 
 
@@ -140,3 +142,31 @@ async def test_pubs_are_charged_to_the_same_rate_limit(nodes: NodeFactory) -> No
     assert (await node.backend.position("r")).seq == 2  # the refused pub was not published
     c.send({"t": "pub", "id": 50, "room": "r", "data": "again"})
     assert await c.closed() == 4008
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_a_node_without_a_handshake_queue_refuses_503_with_retry_after(
+    nodes: NodeFactory,
+) -> None:
+    """``limits.handshake_concurrency: 1`` and ``limits.handshake_queue: 0``: while one
+    handshake holds the only slot, the next is refused at once (503, Retry-After),
+    and admitted again once the slot is free."""
+    node = await nodes(
+        {
+            "limits.handshake_concurrency": 1,
+            "limits.handshake_queue": 0,
+            "limits.handshake_wait_s": 5,
+        }
+    )
+    queue = node.node.queue
+    assert (queue.concurrency, queue.max_waiting, queue.max_wait_s) == (1, 0, 5)
+    assert await queue.enter()  # the only slot, held as a slow handshake would
+    loop = asyncio.get_running_loop()
+    try:
+        start = loop.time()
+        e = await refused(node, token("bob"))
+        assert e.status == 503 and float(e.headers["Retry-After"]) > 0
+        assert loop.time() - start < 2.5  # at once: no queue to wait in (the wait is 5 s)
+    finally:
+        queue.leave()
+    (await connect(node, token("bob"))).close()
