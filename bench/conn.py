@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -317,6 +317,11 @@ async def stop_all(*groups: list[Child] | Server | None) -> None:
 def median(values: list[float | None]) -> float | None:
     v = [x for x in values if x is not None]
     return statistics.median(v) if v else None
+
+
+def medians(runs: list[dict[str, Any]], keys: Iterable[str]) -> dict[str, float | None]:
+    """Per key, the median over ``runs`` of the values they recorded."""
+    return {k: median([r.get(k) for r in runs]) for k in keys}
 
 
 def pct(values: list[int], q: float) -> float | None:

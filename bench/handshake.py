@@ -30,7 +30,7 @@ from bench.conn import (
     Server,
     connect,
     host_cpus,
-    median,
+    medians,
     start_clients,
     start_server,
     stop_all,
@@ -143,9 +143,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for t in TARGETS:
         ok = [r for r in runs if r.get("target") == t and r.get("complete")]
-        out[t] = {"complete_runs": len(ok)}
-        for k in _KEYS:
-            out[t][k] = median([r.get(k) for r in ok])
+        out[t] = {"complete_runs": len(ok), **medians(ok, _KEYS)}
         vals = [r["us_per_conn_sched"] for r in ok]
         out[t]["us_per_conn_sched_min"] = min(vals) if vals else None
         out[t]["us_per_conn_sched_max"] = max(vals) if vals else None

@@ -37,7 +37,7 @@ from bench.conn import (
     Server,
     connect,
     host_cpus,
-    median,
+    medians,
     pct,
     start_clients,
     start_server,
@@ -164,9 +164,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "admitted_min": min((r["admitted"] for r in mine), default=None),
             "failed_total": sum(r["failed"] for r in mine),
             "p99_ms_max": max((r["p99_ms"] or 0.0 for r in mine), default=None),
+            **medians(mine, _KEYS),
         }
-        for k in _KEYS:
-            out[t][k] = median([r.get(k) for r in mine])
     return out
 
 

@@ -97,6 +97,8 @@ class Gate:
         self.pending_handshakes = 0
         #: the application's hooks (set by the node); the connect hook runs in admit()
         self.hooks: Hooks | None = None
+        #: what every admission asks of the inbox (fixed by the settings)
+        self._inbox_page = admission_inbox(settings)
 
     # -- before the token ----------------------------------------------------------
 
@@ -192,10 +194,7 @@ class Gate:
         hub.admitting[conn.conn_id] = conn
         try:
             result = await self._backend.admit(
-                record,
-                limits.max_connections_per_user,
-                policy,
-                admission_inbox(self._settings),
+                record, limits.max_connections_per_user, policy, self._inbox_page
             )
         except asyncio.CancelledError:
             hub.admitting.pop(conn.conn_id, None)  # the connection went away meanwhile
@@ -251,7 +250,7 @@ class Gate:
                 # Fetched here, inside the admission's await, rather than in a task of
                 # its own after the upgrade: one Task less per handshake.
                 try:
-                    conn.inbox = await admission_page(self._backend, self._settings, claims.sub)
+                    conn.inbox = await admission_page(self._backend, self._inbox_page, claims.sub)
                 except BackendUnavailable:
                     self._metrics.backend_errors.inc()  # delivered on the next connection
             if conn.kicked is not None:

@@ -83,13 +83,13 @@ def admission_inbox(settings: Settings) -> InboxPage:
     return InboxPage(page_bytes(settings.limits.outbound_buffer_bytes), seen)
 
 
-async def admission_page(backend: Backend, settings: Settings, uid: str) -> list[DirectMessage]:
-    """What an admission fetches: marks ``uid`` as seen (``recipients: known``) and
+async def admission_page(backend: Backend, page: InboxPage, uid: str) -> list[DirectMessage]:
+    """``page`` (:func:`admission_inbox`) done by separate calls, for a backend whose
+    admission could not do it in its own step: marks ``uid`` as seen when asked and
     returns the first inbox page. Raises ``BackendUnavailable``."""
-    offline = settings.offline
-    if offline.recipients == "known":
-        await backend.mark_seen(uid, offline.ttl_s)
-    return await backend.inbox_list(uid, page_bytes(settings.limits.outbound_buffer_bytes))
+    if page.seen_ttl_s:
+        await backend.mark_seen(uid, page.seen_ttl_s)
+    return await backend.inbox_list(uid, page.max_bytes)
 
 
 def start_inbox(conn: Connection, page: list[DirectMessage], metrics: Metrics) -> None:

@@ -443,13 +443,13 @@ class MemoryBackend(Backend):
         user.put(record.conn_id, record, self._deadline(self.options.session_ttl_s))
         access = AccessState(
             lockout_s=0.0,
-            revoked=self._revoked.get(record.jti or "") is not None,  # as access_state
-            banned=self._kv.get(f"auth:{record.uid}") == "banned",
+            revoked=await self.is_revoked(record.jti or ""),  # as access_state reads it
+            banned=await self.is_banned(record.uid),
         )
         page: list[DirectMessage] | None = None
         if inbox is not None and not (access.revoked or access.banned):
             if inbox.seen_ttl_s:
-                self._kv.put(f"seen:{record.uid}", "1", self._deadline(inbox.seen_ttl_s))
+                await self.mark_seen(record.uid, inbox.seen_ttl_s)
             page = await self.inbox_list(record.uid, inbox.max_bytes)
         return Admission(admitted=True, evicted=evicted, access=access, inbox=page)
 

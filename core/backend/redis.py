@@ -213,6 +213,23 @@ class RedisBackend(SecurityRecords, Backend):
             self._leave_many
         )
         self._session_ttl_ms = expiry_ms(options.session_ttl_s)
+        # ADMIT_BATCH's fixed arguments: the nodes key, then (head, tail) of each key
+        # template, key = head + id + tail (names stay those of RedisKeys)
+        k = self._keys
+        self._admit_keys: list[str] = [k.nodes()]
+        for name in (
+            k.user_sessions,
+            k.user_records,
+            k.node_sessions,
+            k.revoked,
+            k.ban,
+            k.inbox_order,
+            k.inbox_messages,
+            k.inbox_info,
+            k.seen,
+        ):
+            before, _, after = name("\0").partition("\0")
+            self._admit_keys += [before, after]
         # Registry keys outlive their newest entry: their TTL only collects garbage.
         self._registry_key_ttl_ms = 2 * self._session_ttl_ms + 1000
 
@@ -570,23 +587,9 @@ class RedisBackend(SecurityRecords, Backend):
         :meth:`_admit_cluster`."""
         if self._cluster:
             return await self._admit_cluster(calls)
-        k = self._keys
         now = self._now_ms()
         expiry = now + self._session_ttl_ms
-        templates: list[Any] = []
-        for name in (
-            k.user_sessions,
-            k.user_records,
-            k.node_sessions,
-            k.revoked,
-            k.ban,
-            k.inbox_order,
-            k.inbox_messages,
-            k.inbox_info,
-            k.seen,
-        ):
-            head, _, tail = name("\0").partition("\0")
-            templates += [head, tail]
+        head = [now, expiry, self._registry_key_ttl_ms]
         # chunks of one node's records (a node admits its own; tests admit others')
         by_node: dict[str, list[int]] = {}
         for i, (record, *_rest) in enumerate(calls):
@@ -596,8 +599,7 @@ class RedisBackend(SecurityRecords, Backend):
         for node_id, indexes in by_node.items():
             for at in range(0, len(indexes), ADMIT_CHUNK):
                 chunk = indexes[at : at + ADMIT_CHUNK]
-                args: list[Any] = [now, expiry, self._registry_key_ttl_ms, node_id, k.nodes()]
-                args += templates
+                args: list[Any] = [*head, node_id, *self._admit_keys]
                 for i in chunk:
                     record, limit, policy, inbox = calls[i]
                     args += [
@@ -613,13 +615,13 @@ class RedisBackend(SecurityRecords, Backend):
                 chunks.append(chunk)
                 scripts.append((lua.ADMIT_BATCH, (), args))
         replies = await self._cmd.eval_many("admit", scripts)
-        outcomes: list[Admission | BaseException | None] = [None] * len(calls)
+        outcomes: dict[int, Admission | BaseException] = {}
         for chunk, reply in zip(chunks, replies, strict=True):
             for n, i in enumerate(chunk):
                 outcomes[i] = (
                     reply if isinstance(reply, BaseException) else self._outcome(calls[i], reply[n])
                 )
-        return [o for o in outcomes if o is not None]
+        return [outcomes[i] for i in range(len(calls))]
 
     def _outcome(self, call: AdmitCall, reply: Sequence[Any]) -> Admission:
         """The :class:`Admission` of one ``ADMIT_BATCH`` reply."""
